@@ -1,0 +1,169 @@
+"""Offline classification of files, through the same engine as live streams.
+
+Every file becomes a stream of one :class:`stream.engine.Engine` (so windows
+of all files are batched together), its events are collected, and each file's
+events are summarised: the overall genre, from the mean of its window
+probabilities, and the segments of the smoothed genre timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .engine import Engine
+from .model import GenreModel
+from .publishers import CollectingPublisher
+from .smoothing import SmootherConfig
+from .sources import AVSource
+
+
+def summarise(
+    file: str,
+    labels: Sequence[str],
+    stream_events: Sequence[dict[str, Any]],
+    audio_s: float,
+    window_s: float,
+) -> dict[str, Any]:
+    """Summarise one file's events.
+
+    Parameters
+    ----------
+    file : str
+        The file, as given.
+    labels : sequence of str
+        Model labels.
+    stream_events : sequence of dict
+        The file's events, in order.
+    audio_s : float
+        Duration of the decoded audio, in seconds.
+    window_s : float
+        Analysis window length, in seconds (a window ending at t is centred
+        at t - window_s / 2).
+
+    Returns
+    -------
+    dict
+        ``{"file", "genre", "confidence", "probabilities": {label: p},
+        "segments": [{"start_s", "end_s", "genre", "confidence"}]}``. The
+        overall genre is the arg-max of the mean probabilities of the
+        non-silent windows; segments follow the smoothed genre (the
+        ``genre_change`` events), each with the mean probability of its genre
+        over the windows centred inside it. With no window at all, ``genre``
+        is ``"unknown"``.
+    """
+    predictions = [e for e in stream_events if e["type"] == "prediction"]
+    changes = [e for e in stream_events if e["type"] == "genre_change"]
+    heard = [e for e in predictions if not e.get("silent")] or predictions
+    if heard:
+        mean = np.mean([[e["probabilities"][label] for label in labels] for e in heard], axis=0)
+        top = int(np.argmax(mean))
+        genre, confidence = labels[top], float(mean[top])
+        probabilities = {label: round(float(p), 6) for label, p in zip(labels, mean)}
+    else:
+        genre, confidence, probabilities = "unknown", 0.0, {}
+
+    segments: list[dict[str, Any]] = []
+    starts: list[float] = []
+    for change in changes:
+        start = max(float(change["onset_s"]), starts[-1] if starts else 0.0)
+        if segments and start <= starts[-1]:
+            segments.pop()  # the earlier state did not really last
+            starts.pop()
+        segments.append({"genre": change["genre"], "fallback": change["confidence"]})
+        starts.append(start)
+    result_segments = []
+    end_of_audio = max(audio_s, starts[-1] if starts else 0.0)
+    for i, (segment, start) in enumerate(zip(segments, starts)):
+        last = i + 1 == len(starts)
+        end = end_of_audio if last else starts[i + 1]
+        inside = [
+            e
+            for e in predictions
+            for centre in (e["stream_time_s"] - min(e["stream_time_s"], window_s) / 2,)
+            if start <= centre and (centre < end or last)
+        ]
+        label = segment["genre"]
+        if inside and label in labels:
+            seg_conf = float(np.mean([e["probabilities"][label] for e in inside]))
+        else:
+            seg_conf = float(segment["fallback"])
+        result_segments.append(
+            {"start_s": round(start, 3), "end_s": round(end, 3), "genre": label, "confidence": round(seg_conf, 6)}
+        )
+    return {
+        "file": file,
+        "genre": genre,
+        "confidence": round(confidence, 6),
+        "probabilities": probabilities,
+        "segments": result_segments,
+    }
+
+
+def classify_files(
+    files: Sequence[str],
+    model: GenreModel | None = None,
+    hop_s: float | None = None,
+    smoother_config: SmootherConfig | None = None,
+) -> list[dict[str, Any]]:
+    """Classify audio files offline.
+
+    Parameters
+    ----------
+    files : sequence of str
+        Paths (or URLs of finite files) PyAV can decode.
+    model : GenreModel or None
+        None for the shipped model.
+    hop_s : float or None
+        Seconds between windows; None for the model's default.
+    smoother_config : SmootherConfig or None
+        Smoothing settings.
+
+    Returns
+    -------
+    list of dict
+        One per file, in order: see :func:`summarise`; a file that failed has
+        ``"error"`` (the reason), ``"genre": None`` and no segments.
+    """
+    model = model or GenreModel()
+    collector = CollectingPublisher()
+    engine = Engine(model, [collector], hop_s=hop_s, smoother_config=smoother_config)
+    ids = []
+    for i, f in enumerate(files):
+        ids.append(engine.add(AVSource(str(f)), f"file{i}"))
+    summaries = asyncio.run(engine.run())
+    by_stream: dict[str, list] = {sid: [] for sid in ids}
+    for event in collector.events:
+        by_stream[event["stream"]].append(event)
+    results = []
+    for f, sid in zip(files, ids):
+        summary = summaries[sid]
+        if summary.state == "failed":
+            results.append(
+                {"file": str(f), "genre": None, "confidence": None, "probabilities": {}, "segments": [],
+                 "error": summary.detail}
+            )
+        elif summary.windows == 0:
+            results.append(
+                {"file": str(f), "genre": None, "confidence": None, "probabilities": {}, "segments": [],
+                 "error": f"{f}: too short to classify ({summary.audio_s:.2f} s of audio)"}
+            )
+        else:
+            results.append(
+                summarise(str(f), model.labels, by_stream[sid], summary.audio_s, model.info.window_s)
+            )
+    return results
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """Human-readable lines for one file's result."""
+    name = Path(result["file"]).name
+    if result.get("error"):
+        return f"{name}: FAILED: {result['error']}"
+    lines = [f"{name}: {result['genre']} ({result['confidence']:.0%})"]
+    for s in result["segments"]:
+        lines.append(f"  {s['start_s']:8.1f} - {s['end_s']:8.1f} s  {s['genre']:<10} {s['confidence']:.0%}")
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""The ``genrestream`` command.
+
+``run``, ``classify`` and ``devices`` live here; ``train`` and ``export`` are
+registered by the training and export packages under the entry-point group
+``genrestream.commands`` (so serving never imports TensorFlow, nor even the
+code that would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from importlib.metadata import entry_points
+from typing import Sequence
+
+log = logging.getLogger("genrestream")
+
+PLUGIN_GROUP = "genrestream.commands"
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _unique_ids(specs: Sequence[str], names: Sequence[str]) -> list[str]:
+    from .sources import stream_id_for
+
+    if len(names) > len(specs):
+        raise SystemExit(f"genrestream run: {len(names)} --name given for {len(specs)} sources")
+    ids: list[str] = []
+    for i, spec in enumerate(specs):
+        base = names[i] if i < len(names) else stream_id_for(spec)
+        candidate, k = base, 2
+        while candidate in ids:
+            candidate, k = f"{base}-{k}", k + 1
+        ids.append(candidate)
+    return ids
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from .engine import Engine
+    from .model import GenreModel
+    from .publishers import JsonLinesPublisher, RedisPublisher
+    from .server import EventServer
+    from .sources import SourceError, open_source
+
+    model = GenreModel(args.model)
+    log.info(
+        "model %s: %d genres, window %.1f s, hop %.2f s", model.info.tag, len(model.labels),
+        model.info.window_s, args.hop_s or model.info.hop_s,
+    )
+    publishers = []
+    if args.jsonl:
+        publishers.append(JsonLinesPublisher(sys.stdout))
+    if args.redis_url:
+        publishers.append(RedisPublisher(args.redis_url))
+    engine = Engine(model, publishers, hop_s=args.hop_s, realtime=args.realtime)
+    server = None
+    if not args.no_server:
+        server = EventServer(engine.states, args.host, args.port)
+        engine.publishers.append(server)
+
+    failed_at_start = 0
+    for spec, stream_id in zip(args.sources, _unique_ids(args.sources, args.name)):
+        try:
+            engine.add(open_source(spec), stream_id)
+        except SourceError as exc:
+            log.error("%s", exc)
+            failed_at_start += 1
+    if not engine.stream_ids:
+        return 2
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, engine.stop)
+        except (NotImplementedError, RuntimeError):
+            pass
+    for publisher in engine.publishers:
+        await publisher.start()
+    try:
+        summaries = await engine.run()
+    finally:
+        for publisher in engine.publishers:
+            await publisher.close()
+    failed = failed_at_start + sum(1 for s in summaries.values() if s.state == "failed")
+    for s in summaries.values():
+        log.info("stream %s: %s after %.1f s of audio, %d windows %s", s.stream, s.state, s.audio_s,
+                 s.windows, f"({s.detail})" if s.state == "failed" else "")
+    return 1 if failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(args))
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .classify import classify_files, format_result
+    from .model import GenreModel
+
+    results = classify_files(args.files, GenreModel(args.model), hop_s=args.hop_s)
+    for result in results:
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+        else:
+            print(format_result(result), flush=True)
+        if result.get("error"):
+            log.error("%s", result["error"])
+    return 1 if any(r.get("error") for r in results) else 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    try:
+        import sounddevice as sd
+    except OSError as exc:
+        print(f"genrestream devices: PortAudio is not usable: {exc}", file=sys.stderr)
+        return 1
+    found = False
+    for index, device in enumerate(sd.query_devices()):
+        if device["max_input_channels"] > 0:
+            found = True
+            print(f"{index:3d}  {device['name']}  ({device['max_input_channels']} ch, "
+                  f"{device['default_samplerate']:.0f} Hz)")
+    if not found:
+        print("no input devices", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genrestream", description="Real-time music-genre classification.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="classify live sources and publish genre events")
+    run.add_argument("sources", nargs="+", metavar="SOURCE",
+                     help="audio file, http(s) stream URL, 'mic' or 'mic:NAME_OR_INDEX'")
+    run.add_argument("--name", action="append", default=[],
+                     help="stream id for the next SOURCE, in order (repeatable); default: derived from the source")
+    run.add_argument("--model", default=None, help="ONNX model (default: the shipped model)")
+    run.add_argument("--host", default="127.0.0.1", help="WebSocket and dashboard address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8765, help="WebSocket and dashboard port (default 8765)")
+    run.add_argument("--no-server", action="store_true", help="no WebSocket/dashboard server")
+    run.add_argument("--redis-url", default=None, help="publish events to Redis, e.g. redis://127.0.0.1:6379/0")
+    run.add_argument("--jsonl", action="store_true", help="write every event to stdout, one JSON object per line")
+    run.add_argument("--realtime", action="store_true", help="pace files at playback speed")
+    run.add_argument("--hop-s", type=_positive_float, default=None,
+                     help="seconds between windows (default: the model's, 1.0)")
+    run.set_defaults(func=cmd_run)
+
+    classify = sub.add_parser("classify", help="classify audio files offline")
+    classify.add_argument("files", nargs="+", metavar="FILE")
+    classify.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    classify.add_argument("--model", default=None, help="ONNX model (default: the shipped model)")
+    classify.add_argument("--hop-s", type=_positive_float, default=None,
+                          help="seconds between windows (default: the model's, 1.0)")
+    classify.set_defaults(func=cmd_classify)
+
+    devices = sub.add_parser("devices", help="list audio input devices")
+    devices.set_defaults(func=cmd_devices)
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        plugin = sub.add_parser(ep.name, help=f"(from {ep.value.split(':')[0]}) see 'genrestream {ep.name} --help'",
+                                add_help=False)
+        plugin.add_argument("rest", nargs=argparse.REMAINDER)
+        plugin.set_defaults(func=None, plugin=ep)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``genrestream`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose)
+    if getattr(args, "plugin", None) is not None:
+        try:
+            command = args.plugin.load()
+        except ImportError as exc:
+            print(f"genrestream {args.command}: needs the training extra: pip install 'genrestream[train]' "
+                  f"({exc})", file=sys.stderr)
+            return 2
+        return int(command(args.rest) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"genrestream {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""One HTTP port for everything a browser or a subscriber needs.
+
+``ws://HOST:PORT/ws``
+    Every event, as JSON text, to every client. A client that connects is
+    first sent the current state of every stream (its latest status,
+    genre_change and prediction), then live events.
+``http://HOST:PORT/``
+    The dashboard (static files from :data:`dashboard.STATIC_DIR`).
+``/healthz``
+    ``ok``.
+``/metrics``
+    Prometheus metrics (prometheus_client's default registry).
+
+Built on websockets' asyncio server (websockets >= 14): plain HTTP requests
+are answered from ``process_request`` before any WebSocket handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from . import events
+
+log = logging.getLogger(__name__)
+
+WS_PATH = "/ws"
+
+
+def _static_dir() -> Path:
+    from dashboard import STATIC_DIR
+
+    return Path(STATIC_DIR)
+
+
+def _response(status: int, reason: str, body: bytes, content_type: str, cache: str = "no-cache") -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", cache),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+    )
+    return Response(status, reason, headers, body)
+
+
+class EventServer:
+    """The WebSocket and dashboard server; also a publisher for the engine.
+
+    Parameters
+    ----------
+    states : events.StreamStates
+        The engine's record of every stream's latest events (sent to new clients).
+    host : str
+        Address to listen on (127.0.0.1 by default: loopback only).
+    port : int
+        TCP port; 0 picks a free one (see :attr:`port` after :meth:`start`).
+
+    Raises
+    ------
+    OSError
+        From :meth:`start`, if the address is in use or not available.
+    """
+
+    def __init__(self, states: events.StreamStates, host: str = "127.0.0.1", port: int = 8765) -> None:
+        self.states = states
+        self.host = host
+        self.port = port
+        self.static_dir = _static_dir()
+        self.clients: set[ServerConnection] = set()
+        self._server: Server | None = None
+        self.sent = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handler,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            ping_interval=20,
+            ping_timeout=20,
+            max_size=2**16,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        log.info("dashboard on %s, events on ws://%s:%d%s", self.url, self.host, self.port, WS_PATH)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
+            return None  # go on with the WebSocket handshake
+        if path == "/healthz":
+            return _response(200, "OK", b"ok\n", "text/plain; charset=utf-8")
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return _response(200, "OK", generate_latest(), CONTENT_TYPE_LATEST)
+        name = "index.html" if path in ("", "/") else path.lstrip("/")
+        target = (self.static_dir / name).resolve()
+        if self.static_dir.resolve() not in target.parents or not target.is_file():
+            return _response(404, "Not Found", b"not found\n", "text/plain; charset=utf-8")
+        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type in ("application/javascript",):
+            content_type += "; charset=utf-8"
+        return _response(200, "OK", target.read_bytes(), content_type)
+
+    async def _handler(self, connection: ServerConnection) -> None:
+        # Snapshot and registration happen in one synchronous step, so the
+        # client misses no event and gets none twice.
+        for event in self.states.snapshot():
+            broadcast([connection], events.dumps(event))
+        self.clients.add(connection)
+        try:
+            async for _ in connection:  # clients have nothing to say yet; keep reading for pings/close
+                pass
+        finally:
+            self.clients.discard(connection)
+
+    # -- Publisher --------------------------------------------------------------
+    def publish(self, event: dict[str, Any]) -> None:
+        if self.clients:
+            broadcast(self.clients, events.dumps(event))
+            self.sent += 1
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None

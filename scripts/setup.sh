@@ -4,14 +4,15 @@
 #   scripts/setup.sh train test also the extras for training/export and the test suite
 # System packages (Debian/Ubuntu) are installed with apt-get when missing and when
 # we may (root, or sudo without a password): PortAudio for microphones; for tests
-# also redis-server, icecast2 and chromium.
+# also redis-server, icecast2, Chromium, ffmpeg (an Icecast source client), openssl
+# (HTTPS test certificates) and PulseAudio (a virtual microphone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=("$@")
 
 need=(libportaudio2)
 for extra in "${extras[@]}"; do
-  [ "$extra" = test ] && need+=(redis-server icecast2 chromium)
+  [ "$extra" = test ] && need+=(redis-server icecast2 chromium ffmpeg openssl pulseaudio pulseaudio-utils libasound2-plugins)
 done
 missing=()
 for pkg in "${need[@]}"; do

@@ -39,16 +39,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _unique_ids(specs: Sequence[str], names: Sequence[str]) -> list[str]:
+def _unique_ids(specs: Sequence[str], names: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
     from .sources import stream_id_for
 
     if len(names) > len(specs):
         raise SystemExit(f"genrestream run: {len(names)} --name given for {len(specs)} sources")
     ids: list[str] = []
+    reserved = set(taken)
     for i, spec in enumerate(specs):
         base = names[i] if i < len(names) else stream_id_for(spec)
         candidate, k = base, 2
-        while candidate in ids:
+        while candidate in ids or candidate in reserved:
             candidate, k = f"{base}-{k}", k + 1
         ids.append(candidate)
     return ids
@@ -66,25 +67,39 @@ async def _run(args: argparse.Namespace) -> int:
         "model %s: %d genres, window %.1f s, hop %.2f s", model.info.tag, len(model.labels),
         model.info.window_s, args.hop_s or model.info.hop_s,
     )
-    publishers = []
+    engine = Engine(model, hop_s=args.hop_s, realtime=args.realtime)
     if args.jsonl:
-        publishers.append(JsonLinesPublisher(sys.stdout))
+        engine.publishers.append(JsonLinesPublisher(sys.stdout))
     if args.redis_url:
-        publishers.append(RedisPublisher(args.redis_url))
-    engine = Engine(model, publishers, hop_s=args.hop_s, realtime=args.realtime)
-    server = None
+        engine.publishers.append(RedisPublisher(args.redis_url, metrics=engine.metrics))
     if not args.no_server:
-        server = EventServer(engine.states, args.host, args.port)
-        engine.publishers.append(server)
+        engine.publishers.append(
+            EventServer(engine.states, args.host, args.port, registry=engine.metrics.registry,
+                        on_control=(lambda request: _control(engine, request)) if args.control else None)
+        )
+    configured: dict = {}
+    if args.config:
+        from .config import load_config
+
+        configured = load_config(args.config)
+        for cfg in configured.values():
+            engine.add(cfg.open(), cfg.name)
 
     failed_at_start = 0
-    for spec, stream_id in zip(args.sources, _unique_ids(args.sources, args.name)):
+    for spec, stream_id in zip(args.sources, _unique_ids(args.sources, args.name, taken=list(configured))):
         try:
-            engine.add(open_source(spec), stream_id)
+            engine.add(
+                open_source(
+                    spec, loop=args.loop, stall_timeout_s=args.stall_timeout_s, max_backoff_s=args.max_backoff_s,
+                    max_reconnects=args.max_reconnects, reconnect_at_start=args.reconnect_at_start,
+                ),
+                stream_id,
+            )
         except SourceError as exc:
             log.error("%s", exc)
             failed_at_start += 1
-    if not engine.stream_ids:
+    forever = bool(args.config or args.control)
+    if not engine.stream_ids and not forever:
         return 2
 
     loop = asyncio.get_running_loop()
@@ -95,9 +110,19 @@ async def _run(args: argparse.Namespace) -> int:
             pass
     for publisher in engine.publishers:
         await publisher.start()
+    watcher = None
+    if args.config:
+        reload_now = asyncio.Event()
+        watcher = asyncio.create_task(_watch_config(engine, args.config, configured, args.config_poll_s, reload_now))
+        try:
+            loop.add_signal_handler(signal.SIGHUP, reload_now.set)
+        except (NotImplementedError, RuntimeError, AttributeError):
+            pass
     try:
-        summaries = await engine.run()
+        summaries = await engine.run(forever=forever)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         for publisher in engine.publishers:
             await publisher.close()
     failed = failed_at_start + sum(1 for s in summaries.values() if s.state == "failed")
@@ -107,7 +132,79 @@ async def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+async def _control(engine, request: dict) -> dict:
+    """Add or remove a stream on a WebSocket client's request (``--control``)."""
+    from .sources import open_source
+
+    action, stream_id = request.get("action"), request.get("stream")
+    if not isinstance(stream_id, str) or not stream_id:
+        raise ValueError("control: 'stream' (the stream id) is required")
+    if action == "add":
+        source = request.get("source")
+        if not isinstance(source, str) or not source:
+            raise ValueError("control: 'source' is required to add a stream")
+        engine.add(open_source(source), stream_id)
+        log.info("control: added stream %s (%s)", stream_id, source)
+        return {"ok": True, "detail": f"added {stream_id}"}
+    if action == "remove":
+        if stream_id not in engine.running_ids:
+            raise ValueError(f"control: no running stream {stream_id!r}")
+        engine.remove(stream_id)
+        await engine.wait_stream(stream_id)
+        log.info("control: removed stream %s", stream_id)
+        return {"ok": True, "detail": f"removed {stream_id}"}
+    raise ValueError(f"control: unknown action {action!r}; expected 'add' or 'remove'")
+
+
+async def _watch_config(engine, path: str, current: dict, poll_s: float, reload_now: asyncio.Event) -> None:
+    """Apply changes of the configuration file to the running engine (poll, or SIGHUP)."""
+    from pathlib import Path
+
+    from .config import diff, load_config
+
+    def signature():
+        try:
+            st = Path(path).stat()
+            return st.st_mtime_ns, st.st_size
+        except OSError:
+            return None
+
+    seen = signature()
+    while True:
+        try:
+            await asyncio.wait_for(reload_now.wait(), poll_s)
+        except asyncio.TimeoutError:
+            pass
+        now = signature()
+        if now == seen and not reload_now.is_set():
+            continue
+        seen = now
+        reload_now.clear()
+        try:
+            new = load_config(path)
+        except (OSError, ValueError) as exc:
+            log.error("config reload: keeping the running streams: %s", exc)
+            continue
+        remove, add = diff(current, new)
+        for name in remove:
+            if name in engine.running_ids:
+                engine.remove(name)
+                await engine.wait_stream(name)
+            log.info("config reload: stopped %s", name)
+        for name in add:
+            try:
+                engine.add(new[name].open(), name)
+                log.info("config reload: started %s (%s)", name, new[name].source)
+            except (ValueError, OSError) as exc:
+                log.error("config reload: cannot start %s: %s", name, exc)
+        current.clear()
+        current.update(new)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if not args.sources and not args.config and not args.control:
+        print("genrestream run: give at least one SOURCE, or --config TOML, or --control", file=sys.stderr)
+        return 2
     return asyncio.run(_run(args))
 
 
@@ -150,8 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="classify live sources and publish genre events")
-    run.add_argument("sources", nargs="+", metavar="SOURCE",
+    run.add_argument("sources", nargs="*", metavar="SOURCE",
                      help="audio file, http(s) stream URL, 'mic' or 'mic:NAME_OR_INDEX'")
+    run.add_argument("--config", default=None, metavar="TOML",
+                     help="streams from a TOML file ([[streams]] name, source, options); "
+                          "reloaded when it changes or on SIGHUP; keeps running until interrupted")
+    run.add_argument("--config-poll-s", type=_positive_float, default=2.0, help=argparse.SUPPRESS)
+    run.add_argument("--control", action="store_true",
+                     help="accept add/remove control messages from WebSocket clients; keeps running until interrupted")
     run.add_argument("--name", action="append", default=[],
                      help="stream id for the next SOURCE, in order (repeatable); default: derived from the source")
     run.add_argument("--model", default=None, help="ONNX model (default: the shipped model)")
@@ -161,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--redis-url", default=None, help="publish events to Redis, e.g. redis://127.0.0.1:6379/0")
     run.add_argument("--jsonl", action="store_true", help="write every event to stdout, one JSON object per line")
     run.add_argument("--realtime", action="store_true", help="pace files at playback speed")
+    run.add_argument("--loop", action="store_true",
+                     help="play files again from the start when they end (a file standing in for a station)")
+    run.add_argument("--stall-timeout-s", type=_positive_float, default=15.0,
+                     help="live sources: reconnect after this many seconds without audio (default 15)")
+    run.add_argument("--max-backoff-s", type=_positive_float, default=30.0,
+                     help="live sources: longest wait between reconnection attempts (default 30)")
+    run.add_argument("--max-reconnects", type=int, default=None, metavar="N",
+                     help="live sources: fail after N failed reconnection attempts in a row (default: retry for ever)")
+    run.add_argument("--reconnect-at-start", action="store_true",
+                     help="live sources: retry even when the first connection fails (default: fail at once, "
+                          "so that a wrong URL is reported)")
     run.add_argument("--hop-s", type=_positive_float, default=None,
                      help="seconds between windows (default: the model's, 1.0)")
     run.set_defaults(func=cmd_run)

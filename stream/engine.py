@@ -20,6 +20,7 @@ reason, and the others carry on.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -33,10 +34,11 @@ import numpy as np
 
 from . import events
 from .features import MIN_SAMPLES, gtzan_features
+from .metrics import EngineMetrics
 from .model import GenreModel
 from .ringbuffer import RingBuffer
 from .smoothing import GenreSmoother, SmootherConfig
-from .sources import AudioSource, SourceError
+from .sources import AudioSource, SourceError, SourceGap, SourceMetadata, SourceStatus
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,9 @@ class InferenceBatcher:
         Largest batch sent to ONNX Runtime at once.
     """
 
-    def __init__(self, model: GenreModel, max_batch: int = 1024) -> None:
+    def __init__(self, model: GenreModel, max_batch: int = 1024, metrics: EngineMetrics | None = None) -> None:
         self.model = model
+        self.metrics = metrics
         self.max_batch = int(max_batch)
         self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
@@ -97,7 +100,11 @@ class InferenceBatcher:
             if not batch:
                 continue
             try:
+                started = time.perf_counter()
                 probabilities = self.model.predict(np.stack([row for row, _ in batch]))
+                if self.metrics is not None:
+                    self.metrics.inference_latency.observe(time.perf_counter() - started)
+                    self.metrics.batch_size.observe(len(batch))
             except Exception as exc:  # noqa: BLE001 - hand the error to every waiter
                 for _, future in batch:
                     if not future.done():
@@ -134,17 +141,25 @@ class StreamSummary:
 _END = object()
 
 
+class _Abandoned(Exception):
+    """The engine stopped listening to a source thread."""
+
+
 class _Stream:
     def __init__(self, stream_id: str, source: AudioSource, engine: "Engine") -> None:
         info = engine.model.info
         self.id = stream_id
         self.source = source
         self.ring = RingBuffer(info.window_length)
-        self.next_end = info.window_length
+        self.next_end = info.window_length  # ring.total at which the next window ends
+        self.base_time_s = 0.0  # stream time at which the ring's audio began (moves on at gaps)
         self.smoother = GenreSmoother(info.labels, engine.smoother_config)
-        self.inflight: deque[tuple[asyncio.Future, float, bool]] = deque()
+        self.inflight: deque[tuple[asyncio.Future, float, bool, float]] = deque()
         self.summary = StreamSummary(stream_id, source.spec)
         self.title = ""
+        self.removed = False
+        self.closing: asyncio.Event | None = None  # set when the stream is asked to stop
+        self.classified_s = 0.0  # stream time of the end of the newest classified window
 
 
 class Engine:
@@ -164,6 +179,17 @@ class Engine:
         Smoothing settings; ``window_s`` is taken from the model.
     feature_workers : int or None
         Threads computing features; None for the number of CPUs.
+    trace_latency : bool
+        Add ``window_done_monotonic_s`` (``time.monotonic()`` when the
+        window's last sample was buffered; comparable across processes on one
+        Linux machine) to prediction events, for latency benchmarks.
+
+    Attributes
+    ----------
+    metrics : EngineMetrics
+        Prometheus metrics, in a registry of the engine's own.
+    states : events.StreamStates
+        The latest events of every stream.
 
     Raises
     ------
@@ -179,6 +205,7 @@ class Engine:
         realtime: bool = False,
         smoother_config: SmootherConfig | None = None,
         feature_workers: int | None = None,
+        trace_latency: bool = False,
     ) -> None:
         self.model = model
         info = model.info
@@ -197,36 +224,90 @@ class Engine:
         )
         self.publishers = list(publishers)
         self.workers = int(feature_workers or os.cpu_count() or 1)
+        self.trace_latency = trace_latency
         self.states = events.StreamStates()
         self._streams: dict[str, _Stream] = {}
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._batcher: InferenceBatcher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._wake: asyncio.Event | None = None
+        self.metrics = EngineMetrics(self._stream_metrics)
 
-    # -- set-up ---------------------------------------------------------------
+    # -- streams --------------------------------------------------------------
     def add(self, source: AudioSource, stream_id: str) -> str:
-        """Add a stream before :meth:`run`.
+        """Add a stream, before :meth:`run` or while it runs (from the event loop's thread).
 
         Raises
         ------
         ValueError
-            If ``stream_id`` is already in use.
+            If ``stream_id`` is empty or already in use by a stream that has not ended.
         """
-        if stream_id in self._streams:
+        if not stream_id:
+            raise ValueError("stream_id: expected a non-empty id")
+        if stream_id in self._tasks or (stream_id in self._streams and self._loop is None):
             raise ValueError(f"stream_id: {stream_id!r} is already in use")
-        self._streams[stream_id] = _Stream(stream_id, source, self)
+        self._streams[stream_id] = st = _Stream(stream_id, source, self)
+        if self._loop is not None:
+            self._start(st)
         return stream_id
+
+    def remove(self, stream_id: str) -> None:
+        """Stop one stream (thread-safe); it ends with a status ``ended``, detail ``removed``.
+
+        Raises
+        ------
+        KeyError
+            If no stream has that id.
+        """
+        st = self._streams[stream_id]
+        st.removed = True
+        self._close(st)
+
+    async def wait_stream(self, stream_id: str) -> None:
+        """Wait until a running stream has ended (returns at once if it is not running)."""
+        task = self._tasks.get(stream_id)
+        if task is not None:
+            await asyncio.wait([task])
 
     @property
     def stream_ids(self) -> list[str]:
         """Ids of the streams added so far."""
         return list(self._streams)
 
+    @property
+    def running_ids(self) -> list[str]:
+        """Ids of the streams running now."""
+        return list(self._tasks)
+
     def stop(self) -> None:
         """Ask every source to stop (thread-safe); :meth:`run` then returns."""
         self._stop.set()
-        for st in self._streams.values():
-            st.source.close()
+        for st in list(self._streams.values()):
+            self._close(st)
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _close(self, st: _Stream) -> None:
+        st.source.close()
+        if self._loop is not None and st.closing is not None:
+            self._loop.call_soon_threadsafe(st.closing.set)
+
+    def _start(self, st: _Stream) -> None:
+        self._tasks[st.id] = asyncio.get_running_loop().create_task(self._run_stream(st), name=f"stream-{st.id}")
+        self.metrics.streams.set(len(self._tasks))
+        if self._wake is not None:
+            self._wake.set()
+
+    def _stream_metrics(self):
+        sample_rate = self.model.info.sample_rate
+        for sid in list(self._tasks):
+            st = self._streams.get(sid)
+            if st is not None:
+                received_s = st.base_time_s + st.ring.total / sample_rate
+                lag_s = max(0.0, received_s - max(st.classified_s, st.base_time_s)) if st.summary.windows else 0.0
+                yield sid, st.source.stats, lag_s
 
     # -- events ---------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
@@ -238,27 +319,52 @@ class Engine:
             except Exception:  # noqa: BLE001 - a broken publisher must not stop classification
                 log.exception("publisher %s failed on a %s event", type(publisher).__name__, event.get("type"))
 
-    def _status(self, st: _Stream, state: str, detail: str = "") -> None:
+    def _status(self, st: _Stream, state: str, detail: str = "", **extra: Any) -> None:
         st.summary.state, st.summary.detail = state, detail
         self.emit(
-            events.status(st.id, state, detail, source=st.source.spec, stats=st.source.stats.as_dict())
+            events.status(st.id, state, detail, source=st.source.spec, stats=st.source.stats.as_dict(), **extra)
         )
 
     # -- running --------------------------------------------------------------
-    async def run(self) -> dict[str, StreamSummary]:
-        """Run every stream until it ends or fails (or :meth:`stop`).
+    async def run(self, forever: bool = False) -> dict[str, StreamSummary]:
+        """Run every stream until it ends or fails, or until :meth:`stop`.
+
+        Parameters
+        ----------
+        forever : bool
+            Keep running when no stream is left (streams may be added later),
+            until :meth:`stop`.
 
         Returns
         -------
         dict of str to StreamSummary
+            Every stream run, by id.
         """
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="features")
-        self._batcher = InferenceBatcher(self.model)
+        self._batcher = InferenceBatcher(self.model, metrics=self.metrics)
         try:
-            await asyncio.gather(*(self._run_stream(st) for st in self._streams.values()))
+            for st in list(self._streams.values()):
+                self._start(st)
+            while self._tasks or (forever and not self._stop.is_set()):
+                self._wake.clear()
+                waker = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait([*self._tasks.values(), waker], return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                for sid, task in list(self._tasks.items()):
+                    if task.done():
+                        del self._tasks[sid]
+                        self.metrics.forget(sid)
+                self.metrics.streams.set(len(self._tasks))
         finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            self._tasks.clear()
             await self._batcher.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            self._loop = None
         return {sid: st.summary for sid, st in self._streams.items()}
 
     def _reader(self, st: _Stream, loop: asyncio.AbstractEventLoop, q: asyncio.Queue) -> None:
@@ -272,12 +378,34 @@ class Engine:
         pending_n = 0
 
         def put(item: Any) -> None:
-            asyncio.run_coroutine_threadsafe(q.put(item), loop).result()
+            """Hand over, waiting while the queue is full (backpressure), unless the stream is going away."""
+            coroutine = q.put(item)
+            try:
+                future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+            except RuntimeError:  # the loop is closed: the engine is gone
+                coroutine.close()
+                raise _Abandoned from None
+            while True:
+                try:
+                    future.result(timeout=0.5)
+                    return
+                except concurrent.futures.TimeoutError:
+                    if self._stop.is_set() or st.removed:
+                        future.cancel()
+                        raise _Abandoned from None
 
         try:
             for block in st.source.blocks(sample_rate):
                 if self._stop.is_set():
                     break
+                if not isinstance(block, np.ndarray):  # a status, gap or title: audio before it first
+                    if pending:
+                        put(np.concatenate(pending))
+                        pending, pending_n = [], 0
+                    if isinstance(block, SourceGap):
+                        started, sent = time.monotonic(), 0
+                    put(block)
+                    continue
                 pending.append(block)
                 pending_n += block.shape[0]
                 if pending_n < min_block:
@@ -293,15 +421,43 @@ class Engine:
             if pending:
                 put(np.concatenate(pending))
             put(_END)
+        except _Abandoned:
+            pass
         except SourceError as exc:
-            put(exc)
+            try:
+                put(exc)
+            except _Abandoned:
+                pass
         except Exception as exc:  # noqa: BLE001 - report, never crash the other streams
             log.exception("source %s failed", st.source.spec)
-            put(SourceError(st.source.spec, f"{type(exc).__name__}: {exc}"))
+            try:
+                put(SourceError(st.source.spec, f"{type(exc).__name__}: {exc}"))
+            except _Abandoned:
+                pass
+
+    @staticmethod
+    async def _next_item(st: _Stream, q: asyncio.Queue) -> Any:
+        """The next item from the source thread, or _END once the stream is asked to stop."""
+        if not q.empty():
+            return q.get_nowait()
+        assert st.closing is not None
+        if st.closing.is_set():
+            return _END
+        getter = asyncio.ensure_future(q.get())
+        closing = asyncio.ensure_future(st.closing.wait())
+        await asyncio.wait({getter, closing}, return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        return _END
 
     async def _run_stream(self, st: _Stream) -> None:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue(maxsize=32)
+        st.closing = asyncio.Event()
+        if st.removed or self._stop.is_set():
+            st.closing.set()
         self._status(st, "connecting", f"opening {st.source.spec}")
         thread = threading.Thread(
             target=self._reader, args=(st, loop, q), name=f"source-{st.id}", daemon=True
@@ -310,7 +466,7 @@ class Engine:
         playing = False
         try:
             while True:
-                item = await q.get()
+                item = await self._next_item(st, q)
                 if item is _END:
                     break
                 if isinstance(item, SourceError):
@@ -319,18 +475,47 @@ class Engine:
                     await self._drain(st)
                     self._status(st, "failed", str(item))
                     return
+                if isinstance(item, SourceStatus):
+                    playing = item.state == "playing"
+                    self._status(st, item.state, item.detail)
+                    continue
+                if isinstance(item, SourceGap):
+                    await self._gap(st, item)
+                    continue
+                if isinstance(item, SourceMetadata):
+                    st.title = st.source.stats.title = item.title
+                    st.smoother.hint_boundary(self._stream_time_s(st))
+                    self.emit(events.metadata(st.id, item.title, self._stream_time_s(st)))
+                    continue
                 if not playing:
                     playing = True
                     self._status(st, "playing", f"decoding {st.source.spec}")
                 await self._feed(st, item)
             await self._drain(st)
             await self._finish(st)
-            self._status(st, "ended", "end of stream")
+            self._status(st, "ended", "removed" if st.removed else "stopped" if self._stop.is_set() else "end of stream")
         except Exception as exc:  # noqa: BLE001 - one stream's bug must not end the others
             log.exception("stream %s crashed", st.id)
             self._status(st, "failed", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             st.source.close()
+
+    def _stream_time_s(self, st: _Stream) -> float:
+        return st.base_time_s + st.ring.total / self.model.info.sample_rate
+
+    async def _gap(self, st: _Stream, gap: SourceGap) -> None:
+        """Audio was lost: finish the windows before the gap, move time on, start afresh."""
+        await self._drain(st)
+        before = self._stream_time_s(st)
+        st.base_time_s = before + max(0.0, gap.duration_s)
+        st.ring.clear()
+        st.next_end = st.ring.capacity
+        st.smoother.reset(st.base_time_s)
+        self._status(
+            st, st.summary.state,
+            f"gap of {gap.duration_s:.1f} s at stream time {before:.1f} s" + (f": {gap.detail}" if gap.detail else ""),
+            gap_s=round(gap.duration_s, 3), gap_start_s=round(before, 3),
+        )
 
     async def _feed(self, st: _Stream, block: np.ndarray) -> None:
         pos = 0
@@ -340,14 +525,14 @@ class Engine:
             st.ring.write(block[pos : pos + take])
             pos += take
             if st.ring.total == st.next_end:
-                await self._submit(st, st.ring.latest(st.ring.capacity), st.ring.total)
+                await self._submit(st, st.ring.latest(st.ring.capacity), self._stream_time_s(st))
                 st.next_end += self.hop_length
-        st.summary.audio_s = st.ring.total / self.model.info.sample_rate
+        st.summary.audio_s += n / self.model.info.sample_rate
 
-    async def _submit(self, st: _Stream, window: np.ndarray, end_sample: int, partial: bool = False) -> None:
+    async def _submit(self, st: _Stream, window: np.ndarray, stream_time_s: float, partial: bool = False) -> None:
         assert self._pool is not None
         future = asyncio.get_running_loop().run_in_executor(self._pool, _analyse, window, self.model.info.sample_rate)
-        st.inflight.append((future, end_sample / self.model.info.sample_rate, partial))
+        st.inflight.append((future, stream_time_s, partial, time.monotonic()))
         while len(st.inflight) >= self.workers:
             await self._complete_oldest(st)
 
@@ -357,7 +542,7 @@ class Engine:
 
     async def _complete_oldest(self, st: _Stream) -> None:
         assert self._batcher is not None
-        future, stream_time_s, partial = st.inflight.popleft()
+        future, stream_time_s, partial, completed_monotonic_s = st.inflight.popleft()
         try:
             feature_row, rms = await future
             probabilities = await self._batcher.predict(feature_row)
@@ -367,6 +552,8 @@ class Engine:
         silent = rms < self.model.info.silence_rms
         step = st.smoother.update(probabilities, stream_time_s, silent=silent)
         st.summary.windows += 1
+        st.classified_s = stream_time_s
+        self.metrics.windows.labels(st.id).inc()
         extra: dict[str, Any] = {}
         if partial:
             extra["partial"] = True
@@ -374,11 +561,14 @@ class Engine:
             extra["silent"] = True
         if st.title:
             extra["title"] = st.title
+        if self.trace_latency:
+            extra["window_done_monotonic_s"] = completed_monotonic_s
         self.emit(
             events.prediction(
                 st.id, stream_time_s, self.model.labels, probabilities, step.genre, step.confidence, **extra
             )
         )
+        self.metrics.hop_to_event.observe(time.monotonic() - completed_monotonic_s)
         if step.change is not None:
             self._emit_change(st, step.change)
 
@@ -402,9 +592,9 @@ class Engine:
         sample_rate = self.model.info.sample_rate
         held = st.ring.total
         if st.summary.windows == 0 and held >= max(MIN_SAMPLES, MIN_PARTIAL_S * sample_rate):
-            await self._submit(st, st.ring.latest(min(held, st.ring.capacity)), held, partial=True)
+            await self._submit(st, st.ring.latest(min(held, st.ring.capacity)), self._stream_time_s(st), partial=True)
             await self._drain(st)
-        change = st.smoother.flush(held / sample_rate)
+        change = st.smoother.flush(self._stream_time_s(st))
         if change is not None:
             self._emit_change(st, change)
 

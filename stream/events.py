@@ -15,7 +15,10 @@ Types
     stream time at which the new genre began), stream_time_s, wall_time,
     model (``name@version``).
 ``status``
-    stream, state (one of :data:`STATES`), detail.
+    stream, state (one of :data:`STATES`), detail; for a gap also gap_s and
+    gap_start_s.
+``metadata``
+    stream, title (the ICY StreamTitle), stream_time_s.
 
 Every event also carries ``wall_time`` (ISO 8601, UTC, millisecond precision).
 """
@@ -141,6 +144,19 @@ def status(stream: str, state: str, detail: str = "", **extra: Any) -> Event:
     }
 
 
+def metadata(stream: str, title: str, stream_time_s: float, **extra: Any) -> Event:
+    """Build a ``metadata`` event: the stream's title (ICY ``StreamTitle``) changed."""
+    return {
+        "schema": SCHEMA,
+        "type": "metadata",
+        "stream": stream,
+        "title": title,
+        "stream_time_s": round(float(stream_time_s), 3),
+        "wall_time": wall_time_now(),
+        **extra,
+    }
+
+
 def dumps(event: Mapping[str, Any]) -> str:
     """Serialise an event as compact JSON (one line, UTF-8 safe)."""
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
@@ -153,7 +169,7 @@ class StreamStates:
     current state of every stream without waiting for the next change.
     """
 
-    KEPT = ("status", "genre_change", "prediction")
+    KEPT = ("status", "metadata", "genre_change", "prediction")
 
     def __init__(self) -> None:
         self._latest: dict[str, dict[str, Event]] = {}

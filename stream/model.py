@@ -29,7 +29,11 @@ OUTPUT_NAME = "probabilities"
 
 
 def default_model_path() -> Path:
-    """Path of the model shipped inside the package (``stream/models/gtzan_mlp.onnx``)."""
+    """The model used when none is named: ``$GENRESTREAM_MODEL`` if set, else the
+    model shipped inside the package (``stream/models/gtzan_mlp.onnx``)."""
+    override = os.environ.get("GENRESTREAM_MODEL")
+    if override:
+        return Path(override)
     return Path(str(resources.files("stream") / "models" / DEFAULT_MODEL))
 
 
@@ -174,7 +178,7 @@ class GenreModel:
     Parameters
     ----------
     path : str or Path or None
-        The ONNX file; None for the model shipped with the package.
+        The ONNX file; None for :func:`default_model_path`.
 
     Raises
     ------

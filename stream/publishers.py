@@ -89,6 +89,8 @@ class RedisPublisher:
         Events kept while Redis is unreachable.
     max_backoff_s : float
         Longest wait between reconnection attempts, in seconds.
+    metrics : stream.metrics.EngineMetrics or None
+        Where to record publish latency (queued → sent).
 
     Attributes
     ----------
@@ -96,8 +98,9 @@ class RedisPublisher:
         Events sent; failed attempts; events dropped from a full queue.
     """
 
-    def __init__(self, url: str, max_queue: int = 10000, max_backoff_s: float = 5.0) -> None:
+    def __init__(self, url: str, max_queue: int = 10000, max_backoff_s: float = 5.0, metrics=None) -> None:
         self.url = url
+        self.metrics = metrics
         self.max_backoff_s = max_backoff_s
         self._queue: deque[dict[str, Any]] = deque()
         self._max_queue = int(max_queue)
@@ -173,7 +176,10 @@ class RedisPublisher:
             if self._queue and self._queue[0] is item:
                 self._queue.popleft()
             self.sent += 1
-            self.publish_latency_s.append(time.monotonic() - item["queued"])
+            latency_s = time.monotonic() - item["queued"]
+            self.publish_latency_s.append(latency_s)
+            if self.metrics is not None:
+                self.metrics.publish_latency.labels("redis").observe(latency_s)
 
     async def close(self, timeout_s: float = 3.0) -> None:
         """Send what is queued (for at most ``timeout_s`` seconds), then disconnect."""

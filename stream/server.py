@@ -8,8 +8,13 @@
     The dashboard (static files from :data:`dashboard.STATIC_DIR`).
 ``/healthz``
     ``ok``.
+Client messages on ``/ws``
+    ``{"type": "control", "action": "add", "stream": ID, "source": SOURCE}`` and
+    ``{"type": "control", "action": "remove", "stream": ID}`` add and remove
+    streams while running (``genrestream run --control``); the reply is a
+    ``control_result`` to that client.
 ``/metrics``
-    Prometheus metrics (prometheus_client's default registry).
+    Prometheus metrics (the engine's registry, see :mod:`stream.metrics`).
 
 Built on websockets' asyncio server (websockets >= 14): plain HTTP requests
 are answered from ``process_request`` before any WebSocket handshake.
@@ -17,6 +22,7 @@ are answered from ``process_request`` before any WebSocket handshake.
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 from pathlib import Path
@@ -62,6 +68,12 @@ class EventServer:
         Address to listen on (127.0.0.1 by default: loopback only).
     port : int
         TCP port; 0 picks a free one (see :attr:`port` after :meth:`start`).
+    registry : prometheus_client.CollectorRegistry or None
+        What ``/metrics`` serves; None for prometheus_client's default registry.
+    on_control : async callable or None
+        Handles ``{"type": "control", ...}`` messages from clients and returns
+        the reply (a dict, sent back to that client only). None: control
+        messages are refused.
 
     Raises
     ------
@@ -69,8 +81,12 @@ class EventServer:
         From :meth:`start`, if the address is in use or not available.
     """
 
-    def __init__(self, states: events.StreamStates, host: str = "127.0.0.1", port: int = 8765) -> None:
+    def __init__(
+        self, states: events.StreamStates, host: str = "127.0.0.1", port: int = 8765, registry=None, on_control=None
+    ) -> None:
         self.states = states
+        self.registry = registry
+        self.on_control = on_control
         self.host = host
         self.port = port
         self.static_dir = _static_dir()
@@ -103,9 +119,9 @@ class EventServer:
         if path == "/healthz":
             return _response(200, "OK", b"ok\n", "text/plain; charset=utf-8")
         if path == "/metrics":
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+            from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-            return _response(200, "OK", generate_latest(), CONTENT_TYPE_LATEST)
+            return _response(200, "OK", generate_latest(self.registry or REGISTRY), CONTENT_TYPE_LATEST)
         name = "index.html" if path in ("", "/") else path.lstrip("/")
         target = (self.static_dir / name).resolve()
         if self.static_dir.resolve() not in target.parents or not target.is_file():
@@ -122,10 +138,27 @@ class EventServer:
             broadcast([connection], events.dumps(event))
         self.clients.add(connection)
         try:
-            async for _ in connection:  # clients have nothing to say yet; keep reading for pings/close
-                pass
+            async for message in connection:
+                await connection.send(events.dumps(await self._control(message)))
         finally:
             self.clients.discard(connection)
+
+    async def _control(self, message: str | bytes) -> dict[str, Any]:
+        """Answer one client message: ``{"type": "control", "action": ..., ...}``."""
+        try:
+            request = json.loads(message)
+        except (ValueError, UnicodeDecodeError):
+            return {"schema": events.SCHEMA, "type": "control_result", "ok": False, "detail": "expected a JSON object"}
+        if not isinstance(request, dict) or request.get("type") != "control":
+            return {"schema": events.SCHEMA, "type": "control_result", "ok": False,
+                    "detail": 'expected {"type": "control", "action": "add" | "remove", ...}'}
+        if self.on_control is None:
+            return {"schema": events.SCHEMA, "type": "control_result", "ok": False, "detail": "control is disabled"}
+        try:
+            reply = await self.on_control(request)
+        except (ValueError, KeyError) as exc:
+            reply = {"ok": False, "detail": str(exc)}
+        return {"schema": events.SCHEMA, "type": "control_result", "request": request, **reply}
 
     # -- Publisher --------------------------------------------------------------
     def publish(self, event: dict[str, Any]) -> None:

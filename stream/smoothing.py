@@ -227,6 +227,48 @@ class GenreSmoother:
             stream_time_s=float(stream_time_s),
         )
 
+    BOUNDARY_DWELL_FACTOR = 1.0 / 3.0
+    """Near a hinted track boundary a challenger needs this fraction of ``min_dwell_s``."""
+
+    def hint_boundary(self, stream_time_s: float) -> None:
+        """A track boundary is likely here (the stream's title changed): shorten the dwell.
+
+        A challenger that starts winning near the hint, from ``window_s / 2``
+        before it (titles often arrive late) to ``window_s + min_dwell_s``
+        after it (the windows straddling the boundary still hold the old
+        track), is announced after ``min_dwell_s * BOUNDARY_DWELL_FACTOR``
+        instead of ``min_dwell_s``. The moving average, the hysteresis margin
+        and the current genre are left alone: the hint never causes a change
+        by itself, and a new title with the same genre changes nothing.
+
+        Why shorten and not reset: a title marks a boundary only roughly
+        (the station's automation sends it when it likes; Icecast inserts it
+        at whatever byte it has reached, seconds off the audio; adverts,
+        jingles and station idents have titles too), and consecutive tracks
+        are often of the same genre. Resetting would drop the stream to
+        "unknown" and back at every title, two ``genre_change`` events per
+        track for no change of genre; shortening only lets a genuine change
+        near a boundary through sooner (the hysteresis margin still guards
+        against flapping while the windows hold both tracks).
+
+        Parameters
+        ----------
+        stream_time_s : float
+            Stream time, in seconds, at which the title changed.
+        """
+        self._boundary_hint_s = float(stream_time_s)
+
+    def _dwell_s(self) -> float:
+        """Seconds the pending challenger must keep winning (see :meth:`hint_boundary`)."""
+        cfg = self.config
+        hint = getattr(self, "_boundary_hint_s", None)
+        near = hint is not None and (
+            hint - cfg.window_s / 2 <= self._challenger_since_s <= hint + cfg.window_s + cfg.min_dwell_s
+        )
+        if near:
+            return cfg.min_dwell_s * self.BOUNDARY_DWELL_FACTOR
+        return cfg.min_dwell_s
+
     def flush(self, stream_time_s: float) -> GenreChange | None:
         """End of stream: accept a pending challenger without waiting out its dwell.
 
@@ -313,7 +355,7 @@ class GenreSmoother:
                 self._challenger = proposal
                 self._challenger_since_s = t
                 self._challenger_onset_s = onset
-            if t - self._challenger_since_s >= self.config.min_dwell_s:
+            if t - self._challenger_since_s >= self._dwell_s():
                 change = self._accept(t)
         return SmootherStep(
             genre=self._current,

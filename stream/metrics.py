@@ -1,0 +1,94 @@
+"""Prometheus metrics of one engine (prometheus_client), served at ``/metrics``.
+
+Each :class:`EngineMetrics` has a registry of its own, so several engines in
+one process (tests, benchmarks) do not collide.
+
+Metrics
+-------
+``genrestream_stream_lag_seconds{stream}``
+    Audio received but not yet classified: stream time of the newest sample
+    minus the end of the newest classified window (0 to one hop when the
+    engine keeps up).
+``genrestream_windows_total{stream}``
+    Windows classified; ``rate()`` of it is windows per second.
+``genrestream_inference_batch_size``, ``genrestream_inference_latency_seconds``
+    Histograms of ONNX Runtime calls.
+``genrestream_hop_to_event_seconds``
+    Window complete (its last sample in the ring buffer) → its prediction event handed to the publishers.
+``genrestream_publish_latency_seconds{publisher}``
+    Event queued → sent, for publishers that queue (Redis).
+``genrestream_buffer_overflows_total{stream}``, ``genrestream_reconnects_total{stream}``,
+``genrestream_source_bytes_total{stream}``, ``genrestream_source_seconds_decoded_total{stream}``
+    From each source's statistics, read at scrape time.
+``genrestream_streams``
+    Streams running.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class _SourceStatsCollector:
+    """Reads every stream's SourceStats when Prometheus scrapes."""
+
+    def __init__(self, streams: Callable[[], Iterable[tuple[str, object, float]]]) -> None:
+        self._streams = streams
+
+    def collect(self):
+        overflows = CounterMetricFamily("genrestream_buffer_overflows", "Input blocks lost (device or queue overflow)", labels=["stream"])
+        reconnects = CounterMetricFamily("genrestream_reconnects", "Reconnections of the source", labels=["stream"])
+        bytes_read = CounterMetricFamily("genrestream_source_bytes", "Bytes read from the source", labels=["stream"])
+        decoded = CounterMetricFamily("genrestream_source_seconds_decoded", "Seconds of audio decoded", labels=["stream"])
+        lag = GaugeMetricFamily("genrestream_stream_lag_seconds", "Audio received but not yet classified, in seconds", labels=["stream"])
+        for stream_id, stats, lag_s in self._streams():
+            overflows.add_metric([stream_id], stats.overflows)
+            reconnects.add_metric([stream_id], stats.reconnects)
+            bytes_read.add_metric([stream_id], stats.bytes_read)
+            decoded.add_metric([stream_id], stats.seconds_decoded)
+            lag.add_metric([stream_id], lag_s)
+        yield from (overflows, reconnects, bytes_read, decoded, lag)
+
+
+class EngineMetrics:
+    """The metrics of one :class:`stream.engine.Engine`.
+
+    Parameters
+    ----------
+    streams : callable
+        Returns ``(stream_id, SourceStats, lag_s)`` for every running stream.
+    """
+
+    def __init__(self, streams: Callable[[], Iterable[tuple[str, object, float]]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.windows = Counter("genrestream_windows", "Windows classified", ["stream"], registry=r)
+        self.batch_size = Histogram(
+            "genrestream_inference_batch_size", "Windows per ONNX Runtime call", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference_latency = Histogram(
+            "genrestream_inference_latency_seconds", "Duration of one ONNX Runtime call", buckets=LATENCY_BUCKETS_S, registry=r
+        )
+        self.hop_to_event = Histogram(
+            "genrestream_hop_to_event_seconds", "Window complete to prediction event published",
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.publish_latency = Histogram(
+            "genrestream_publish_latency_seconds", "Event queued to sent", ["publisher"],
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.streams = Gauge("genrestream_streams", "Streams running", registry=r)
+        r.register(_SourceStatsCollector(streams))
+
+    def forget(self, stream_id: str) -> None:
+        """Drop the per-stream series of a removed stream."""
+        try:
+            self.windows.remove(stream_id)
+        except KeyError:
+            pass

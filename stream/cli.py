@@ -290,27 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
     devices = sub.add_parser("devices", help="list audio input devices")
     devices.set_defaults(func=cmd_devices)
 
-    for ep in entry_points(group=PLUGIN_GROUP):
-        plugin = sub.add_parser(ep.name, help=f"(from {ep.value.split(':')[0]}) see 'genrestream {ep.name} --help'",
-                                add_help=False)
-        plugin.add_argument("rest", nargs=argparse.REMAINDER)
-        plugin.set_defaults(func=None, plugin=ep)
+    for ep in entry_points(group=PLUGIN_GROUP):  # dispatched in main(), listed here for --help
+        sub.add_parser(ep.name, help=f"see 'genrestream {ep.name} --help' (needs the train extra)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``genrestream`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plugins = {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+    position = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if position is not None and argv[position] in plugins:
+        _setup_logging(-1 if "-q" in argv[:position] or "--quiet" in argv[:position] else argv[:position].count("-v"))
+        name = argv[position]
+        try:
+            command = plugins[name].load()
+        except ImportError as exc:
+            print(f"genrestream {name}: needs the training extra: pip install -e '.[train]' ({exc})", file=sys.stderr)
+            return 2
+        return int(command(argv[position + 1 :]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(-1 if args.quiet else args.verbose)
-    if getattr(args, "plugin", None) is not None:
-        try:
-            command = args.plugin.load()
-        except ImportError as exc:
-            print(f"genrestream {args.command}: needs the training extra: pip install 'genrestream[train]' "
-                  f"({exc})", file=sys.stderr)
-            return 2
-        return int(command(args.rest) or 0)
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError) as exc:

@@ -17,7 +17,7 @@ import numpy as np
 from .engine import Engine
 from .model import GenreModel
 from .publishers import CollectingPublisher
-from .smoothing import SmootherConfig
+from .smoothing import UNKNOWN, SmootherConfig
 from .sources import AVSource
 
 
@@ -52,8 +52,9 @@ def summarise(
         overall genre is the arg-max of the mean probabilities of the
         non-silent windows; segments follow the smoothed genre (the
         ``genre_change`` events), each with the mean probability of its genre
-        over the windows centred inside it. With no window at all, ``genre``
-        is ``"unknown"``.
+        over the windows centred inside it; they cover the whole file, with
+        ``"unknown"`` where the smoother announced no genre. With no window
+        at all, ``genre`` is ``"unknown"``.
     """
     predictions = [e for e in stream_events if e["type"] == "prediction"]
     changes = [e for e in stream_events if e["type"] == "genre_change"]
@@ -66,31 +67,33 @@ def summarise(
     else:
         genre, confidence, probabilities = "unknown", 0.0, {}
 
-    segments: list[dict[str, Any]] = []
-    starts: list[float] = []
+    # The smoothed timeline: "unknown" from the start until the first change
+    # (whose onset is the start itself when the first genre came at once).
+    timeline: list[tuple[float, str, float]] = [(0.0, UNKNOWN, 0.0)]
     for change in changes:
-        start = max(float(change["onset_s"]), starts[-1] if starts else 0.0)
-        if segments and start <= starts[-1]:
-            segments.pop()  # the earlier state did not really last
-            starts.pop()
-        segments.append({"genre": change["genre"], "fallback": change["confidence"]})
-        starts.append(start)
+        start = max(float(change["onset_s"]), timeline[-1][0])
+        if start <= timeline[-1][0]:
+            timeline.pop()  # the earlier state did not really last
+        timeline.append((start, change["genre"], float(change["confidence"])))
+    end_of_audio = max(audio_s, timeline[-1][0])
     result_segments = []
-    end_of_audio = max(audio_s, starts[-1] if starts else 0.0)
-    for i, (segment, start) in enumerate(zip(segments, starts)):
-        last = i + 1 == len(starts)
-        end = end_of_audio if last else starts[i + 1]
+    for i, (start, label, fallback) in enumerate(timeline):
+        last = i + 1 == len(timeline)
+        end = end_of_audio if last else timeline[i + 1][0]
+        if end <= start:
+            continue
         inside = [
             e
             for e in predictions
             for centre in (e["stream_time_s"] - min(e["stream_time_s"], window_s) / 2,)
             if start <= centre and (centre < end or last)
         ]
-        label = segment["genre"]
         if inside and label in labels:
             seg_conf = float(np.mean([e["probabilities"][label] for e in inside]))
+        elif inside:  # unknown or silence: how sure the model was of its best guess
+            seg_conf = float(np.mean([max(e["probabilities"].values()) for e in inside]))
         else:
-            seg_conf = float(segment["fallback"])
+            seg_conf = fallback
         result_segments.append(
             {"start_s": round(start, 3), "end_s": round(end, 3), "genre": label, "confidence": round(seg_conf, 6)}
         )

@@ -105,3 +105,21 @@ def test_serving_never_imports_tensorflow():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "LOADED []" in proc.stdout, proc.stdout
+
+
+def test_segments_cover_the_file_with_unknown_where_no_genre_was_announced():
+    from stream.classify import summarise
+
+    labels = ("jazz", "rock")
+    preds = [
+        {"type": "prediction", "stream_time_s": t, "probabilities": {"jazz": 0.45, "rock": 0.55}}
+        for t in (10.0, 11.0, 12.0)
+    ]
+    result = summarise("f.ogg", labels, preds, audio_s=12.5, window_s=10.0)
+    assert result["genre"] == "rock"
+    assert result["segments"] == [{"start_s": 0.0, "end_s": 12.5, "genre": "unknown", "confidence": 0.55}]
+
+    change = {"type": "genre_change", "genre": "rock", "confidence": 0.6, "onset_s": 4.0}
+    result = summarise("f.ogg", labels, [*preds, change], audio_s=12.5, window_s=10.0)
+    assert [(s["start_s"], s["end_s"], s["genre"]) for s in result["segments"]] == [
+        (0.0, 4.0, "unknown"), (4.0, 12.5, "rock")]

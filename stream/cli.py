@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from importlib.metadata import entry_points
@@ -297,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``genrestream`` console script."""
+    # One BLAS thread per process, set before numpy loads: the engine
+    # parallelises across streams, and OpenBLAS's own threads fighting for
+    # the same cores cost several times the work (measured in benchmarks/).
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     plugins = {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
     position = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)

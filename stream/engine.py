@@ -2,16 +2,19 @@
 
 For every stream::
 
-    source thread ──blocks──▶ ring buffer ──window every hop──▶ features (worker pool)
-        ──▶ InferenceBatcher (one ONNX Runtime call for all streams ready this tick)
+    source thread ──blocks──▶ feature extractor (worker pool; incremental: each STFT frame once)
+        ──windows every hop──▶ InferenceBatcher (one ONNX Runtime call for all streams ready this tick)
         ──▶ GenreSmoother ──▶ events ──▶ publishers
 
 A source runs in a thread of its own (decoding and network I/O block), and
 hands blocks to the event loop through a bounded queue: when the engine falls
 behind, a file source waits (backpressure) instead of piling up memory.
 Windows end at exact sample positions (``window_length``, then every
-``hop_length``), so the windows, and hence the events, do not depend on how
-the source happened to cut its blocks.
+``hop_length`` samples of the stream), so the windows, and hence the events,
+do not depend on how the source happened to cut its blocks. Each stream is
+processed in order (push, predict, smooth, emit); the streams run
+concurrently, and the batcher collects the windows that several of them
+complete in the same tick.
 
 A failing stream publishes a ``status`` event with state ``failed`` and the
 reason, and the others carry on.
@@ -25,7 +28,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
@@ -33,14 +35,19 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 
 from . import events
-from .features import MIN_SAMPLES, gtzan_features
+from .features import FEATURE_NAMES, MIN_SAMPLES, gtzan_features
+from .incremental import IncrementalFeatures
 from .metrics import EngineMetrics
 from .model import GenreModel
 from .ringbuffer import RingBuffer
+from .windowing import BatchFeatures
 from .smoothing import GenreSmoother, SmootherConfig
 from .sources import AudioSource, SourceError, SourceGap, SourceMetadata, SourceStatus
 
 log = logging.getLogger(__name__)
+
+SOURCE_JOIN_TIMEOUT_S = 10.0
+"""How long a stream waits, once closed, for its source thread to return."""
 
 MIN_PARTIAL_S = 1.0
 """A stream that ends before one full window is classified on what it had, if at least this long."""
@@ -150,11 +157,12 @@ class _Stream:
         info = engine.model.info
         self.id = stream_id
         self.source = source
-        self.ring = RingBuffer(info.window_length)
-        self.next_end = info.window_length  # ring.total at which the next window ends
-        self.base_time_s = 0.0  # stream time at which the ring's audio began (moves on at gaps)
+        self.extractor = engine._make_extractor()
+        # The audio before the first window, kept only until there is one: a
+        # stream that ends sooner is classified on what it had.
+        self.head: RingBuffer | None = RingBuffer(info.window_length)
+        self.base_time_s = 0.0  # stream time at which the extractor's audio began (moves on at gaps)
         self.smoother = GenreSmoother(info.labels, engine.smoother_config)
-        self.inflight: deque[tuple[asyncio.Future, float, bool, float]] = deque()
         self.summary = StreamSummary(stream_id, source.spec)
         self.title = ""
         self.removed = False
@@ -179,6 +187,11 @@ class Engine:
         Smoothing settings; ``window_s`` is taken from the model.
     feature_workers : int or None
         Threads computing features; None for the number of CPUs.
+    features : {"incremental", "batch"}
+        How windows get their features: :class:`stream.incremental.IncrementalFeatures`
+        (each STFT frame once; a hop costs work in proportion to the hop) or
+        :class:`stream.windowing.BatchFeatures` (the reference: the whole
+        window every hop).
     trace_latency : bool
         Add ``window_done_monotonic_s`` (``time.monotonic()`` when the
         window's last sample was buffered; comparable across processes on one
@@ -194,7 +207,7 @@ class Engine:
     Raises
     ------
     ValueError
-        If ``hop_s`` is not positive.
+        If ``hop_s`` is not positive or ``features`` is unknown.
     """
 
     def __init__(
@@ -205,6 +218,7 @@ class Engine:
         realtime: bool = False,
         smoother_config: SmootherConfig | None = None,
         feature_workers: int | None = None,
+        features: str = "incremental",
         trace_latency: bool = False,
     ) -> None:
         self.model = model
@@ -212,6 +226,9 @@ class Engine:
         self.hop_s = float(hop_s if hop_s is not None else info.hop_s)
         if self.hop_s <= 0:
             raise ValueError(f"hop_s: expected a positive number of seconds, got {hop_s}")
+        if features not in ("incremental", "batch"):
+            raise ValueError(f"features: expected 'incremental' or 'batch', got {features!r}")
+        self.features = features
         self.hop_length = max(1, int(round(self.hop_s * info.sample_rate)))
         self.realtime = realtime
         base = smoother_config or SmootherConfig()
@@ -226,7 +243,8 @@ class Engine:
         self.workers = int(feature_workers or os.cpu_count() or 1)
         self.trace_latency = trace_latency
         self.states = events.StreamStates()
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, _Stream] = {}  # streams not yet ended (their state is large)
+        self._ended: dict[str, StreamSummary] = {}  # streams that ended: only their summary
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._batcher: InferenceBatcher | None = None
@@ -234,6 +252,7 @@ class Engine:
         self._tasks: dict[str, asyncio.Task] = {}
         self._wake: asyncio.Event | None = None
         self.metrics = EngineMetrics(self._stream_metrics)
+        _limit_blas_threads()
 
     # -- streams --------------------------------------------------------------
     def add(self, source: AudioSource, stream_id: str) -> str:
@@ -242,11 +261,11 @@ class Engine:
         Raises
         ------
         ValueError
-            If ``stream_id`` is empty or already in use by a stream that has not ended.
+            If ``stream_id`` is empty or in use by a stream that has not ended.
         """
         if not stream_id:
             raise ValueError("stream_id: expected a non-empty id")
-        if stream_id in self._tasks or (stream_id in self._streams and self._loop is None):
+        if stream_id in self._streams:
             raise ValueError(f"stream_id: {stream_id!r} is already in use")
         self._streams[stream_id] = st = _Stream(stream_id, source, self)
         if self._loop is not None:
@@ -273,7 +292,7 @@ class Engine:
 
     @property
     def stream_ids(self) -> list[str]:
-        """Ids of the streams added so far."""
+        """Ids of the streams added and not yet ended."""
         return list(self._streams)
 
     @property
@@ -294,6 +313,12 @@ class Engine:
         if self._loop is not None and st.closing is not None:
             self._loop.call_soon_threadsafe(st.closing.set)
 
+    def _make_extractor(self):
+        info = self.model.info
+        if self.features == "batch":
+            return BatchFeatures(info.sample_rate, info.window_s, self.hop_s)
+        return IncrementalFeatures(info.sample_rate, info.window_s, self.hop_s)
+
     def _start(self, st: _Stream) -> None:
         self._tasks[st.id] = asyncio.get_running_loop().create_task(self._run_stream(st), name=f"stream-{st.id}")
         self.metrics.streams.set(len(self._tasks))
@@ -305,7 +330,7 @@ class Engine:
         for sid in list(self._tasks):
             st = self._streams.get(sid)
             if st is not None:
-                received_s = st.base_time_s + st.ring.total / sample_rate
+                received_s = st.base_time_s + st.extractor.samples_seen / sample_rate
                 lag_s = max(0.0, received_s - max(st.classified_s, st.base_time_s)) if st.summary.windows else 0.0
                 yield sid, st.source.stats, lag_s
 
@@ -356,6 +381,7 @@ class Engine:
                     if task.done():
                         del self._tasks[sid]
                         self.metrics.forget(sid)
+                        self._ended[sid] = self._streams.pop(sid).summary
                 self.metrics.streams.set(len(self._tasks))
         finally:
             for task in self._tasks.values():
@@ -365,7 +391,7 @@ class Engine:
             await self._batcher.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._loop = None
-        return {sid: st.summary for sid, st in self._streams.items()}
+        return {**self._ended, **{sid: st.summary for sid, st in self._streams.items()}}
 
     def _reader(self, st: _Stream, loop: asyncio.AbstractEventLoop, q: asyncio.Queue) -> None:
         """Source thread: decode, coalesce to ~0.25 s blocks, pace, hand over."""
@@ -472,7 +498,6 @@ class Engine:
                 if isinstance(item, SourceError):
                     st.source.stats.last_error = item.reason
                     log.error("stream %s failed: %s", st.id, item)
-                    await self._drain(st)
                     self._status(st, "failed", str(item))
                     return
                 if isinstance(item, SourceStatus):
@@ -491,25 +516,28 @@ class Engine:
                     playing = True
                     self._status(st, "playing", f"decoding {st.source.spec}")
                 await self._feed(st, item)
-            await self._drain(st)
             await self._finish(st)
             self._status(st, "ended", "removed" if st.removed else "stopped" if self._stop.is_set() else "end of stream")
         except Exception as exc:  # noqa: BLE001 - one stream's bug must not end the others
             log.exception("stream %s crashed", st.id)
             self._status(st, "failed", f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            # The source thread must be out of its library (PortAudio, FFmpeg)
+            # before the process may exit: a device torn down under a thread
+            # still reading it crashes the interpreter.
             st.source.close()
+            await asyncio.shield(loop.run_in_executor(None, thread.join, SOURCE_JOIN_TIMEOUT_S))
+            if thread.is_alive():
+                log.warning("stream %s: source thread still busy %.0f s after close", st.id, SOURCE_JOIN_TIMEOUT_S)
 
     def _stream_time_s(self, st: _Stream) -> float:
-        return st.base_time_s + st.ring.total / self.model.info.sample_rate
+        return st.base_time_s + st.extractor.samples_seen / self.model.info.sample_rate
 
     async def _gap(self, st: _Stream, gap: SourceGap) -> None:
-        """Audio was lost: finish the windows before the gap, move time on, start afresh."""
-        await self._drain(st)
+        """Audio was lost: move stream time on, start windows and smoothing afresh."""
         before = self._stream_time_s(st)
         st.base_time_s = before + max(0.0, gap.duration_s)
-        st.ring.clear()
-        st.next_end = st.ring.capacity
+        st.extractor.reset()
         st.smoother.reset(st.base_time_s)
         self._status(
             st, st.summary.state,
@@ -518,38 +546,29 @@ class Engine:
         )
 
     async def _feed(self, st: _Stream, block: np.ndarray) -> None:
-        pos = 0
-        n = block.shape[0]
-        while pos < n:
-            take = min(st.next_end - st.ring.total, n - pos)
-            st.ring.write(block[pos : pos + take])
-            pos += take
-            if st.ring.total == st.next_end:
-                await self._submit(st, st.ring.latest(st.ring.capacity), self._stream_time_s(st))
-                st.next_end += self.hop_length
-        st.summary.audio_s += n / self.model.info.sample_rate
-
-    async def _submit(self, st: _Stream, window: np.ndarray, stream_time_s: float, partial: bool = False) -> None:
+        """Push one block; classify every window it completes, in order."""
         assert self._pool is not None
-        future = asyncio.get_running_loop().run_in_executor(self._pool, _analyse, window, self.model.info.sample_rate)
-        st.inflight.append((future, stream_time_s, partial, time.monotonic()))
-        while len(st.inflight) >= self.workers:
-            await self._complete_oldest(st)
+        arrived_monotonic_s = time.monotonic()
+        if st.head is not None:
+            st.head.write(block)
+        windows = await asyncio.get_running_loop().run_in_executor(self._pool, st.extractor.push, block)
+        st.summary.audio_s += block.shape[0] / self.model.info.sample_rate
+        for end_sample, feature_row in windows:
+            st.head = None
+            stream_time_s = st.base_time_s + end_sample / self.model.info.sample_rate
+            await self._classify(st, feature_row, stream_time_s, arrived_monotonic_s)
 
-    async def _drain(self, st: _Stream) -> None:
-        while st.inflight:
-            await self._complete_oldest(st)
-
-    async def _complete_oldest(self, st: _Stream) -> None:
+    async def _classify(
+        self, st: _Stream, feature_row: np.ndarray, stream_time_s: float, arrived_monotonic_s: float,
+        partial: bool = False,
+    ) -> None:
         assert self._batcher is not None
-        future, stream_time_s, partial, completed_monotonic_s = st.inflight.popleft()
         try:
-            feature_row, rms = await future
-            probabilities = await self._batcher.predict(feature_row)
+            probabilities = await self._batcher.predict(np.asarray(feature_row, dtype=np.float32))
         except Exception:  # noqa: BLE001 - skip the window, keep the stream
             log.exception("stream %s: window ending at %.2f s failed", st.id, stream_time_s)
             return
-        silent = rms < self.model.info.silence_rms
+        silent = bool(feature_row[_RMS_MEAN] < self.model.info.silence_rms)
         step = st.smoother.update(probabilities, stream_time_s, silent=silent)
         st.summary.windows += 1
         st.classified_s = stream_time_s
@@ -562,13 +581,13 @@ class Engine:
         if st.title:
             extra["title"] = st.title
         if self.trace_latency:
-            extra["window_done_monotonic_s"] = completed_monotonic_s
+            extra["window_done_monotonic_s"] = arrived_monotonic_s
         self.emit(
             events.prediction(
                 st.id, stream_time_s, self.model.labels, probabilities, step.genre, step.confidence, **extra
             )
         )
-        self.metrics.hop_to_event.observe(time.monotonic() - completed_monotonic_s)
+        self.metrics.hop_to_event.observe(time.monotonic() - arrived_monotonic_s)
         if step.change is not None:
             self._emit_change(st, step.change)
 
@@ -590,16 +609,24 @@ class Engine:
     async def _finish(self, st: _Stream) -> None:
         """End of stream: classify a short stream on what it had; settle a pending change."""
         sample_rate = self.model.info.sample_rate
-        held = st.ring.total
-        if st.summary.windows == 0 and held >= max(MIN_SAMPLES, MIN_PARTIAL_S * sample_rate):
-            await self._submit(st, st.ring.latest(min(held, st.ring.capacity)), self._stream_time_s(st), partial=True)
-            await self._drain(st)
+        if st.summary.windows == 0 and st.head is not None and len(st.head) >= max(MIN_SAMPLES, MIN_PARTIAL_S * sample_rate):
+            audio = st.head.latest(len(st.head))
+            feature_row = await asyncio.get_running_loop().run_in_executor(self._pool, gtzan_features, audio, sample_rate)
+            await self._classify(st, feature_row, self._stream_time_s(st), time.monotonic(), partial=True)
         change = st.smoother.flush(self._stream_time_s(st))
         if change is not None:
             self._emit_change(st, change)
 
 
-def _analyse(window: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
-    """Worker thread: the window's feature vector and its RMS."""
-    rms = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
-    return gtzan_features(window, sample_rate).astype(np.float32), rms
+_RMS_MEAN = FEATURE_NAMES.index("rms_mean")
+
+
+def _limit_blas_threads() -> None:
+    """One BLAS/OpenMP thread per process (threadpoolctl): the engine runs streams
+    in parallel itself, and BLAS threads competing for the same cores multiplied
+    the feature cost several times (benchmarks/README.md)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with librosa's scikit-learn; without it, leave BLAS alone
+        return
+    threadpool_limits(limits=1)

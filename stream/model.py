@@ -58,7 +58,8 @@ class ModelInfo:
     feature_names : tuple of str
         Names of the input features, in input order.
     silence_rms : float
-        RMS (linear, full scale 1.0) below which a window counts as silent.
+        Mean frame RMS (the ``rms_mean`` feature; linear, full scale 1.0)
+        below which a window counts as silent.
     training_summary : dict
         Free-form summary of the training run.
     """

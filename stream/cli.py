@@ -68,7 +68,7 @@ async def _run(args: argparse.Namespace) -> int:
         "model %s: %d genres, window %.1f s, hop %.2f s", model.info.tag, len(model.labels),
         model.info.window_s, args.hop_s or model.info.hop_s,
     )
-    engine = Engine(model, hop_s=args.hop_s, realtime=args.realtime)
+    engine = Engine(model, hop_s=args.hop_s, realtime=args.realtime, feature_processes=args.feature_processes)
     if args.jsonl:
         engine.publishers.append(JsonLinesPublisher(sys.stdout))
     if args.redis_url:
@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "so that a wrong URL is reported)")
     run.add_argument("--hop-s", type=_positive_float, default=None,
                      help="seconds between windows (default: the model's, 1.0)")
+    run.add_argument("--feature-processes", type=int, default=0, metavar="N",
+                     help="compute features in N worker processes (one per core for many streams; "
+                          "default 0: threads of this process, which use about one core)")
     run.set_defaults(func=cmd_run)
 
     classify = sub.add_parser("classify", help="classify audio files offline")

@@ -157,7 +157,7 @@ class _Stream:
         info = engine.model.info
         self.id = stream_id
         self.source = source
-        self.extractor = engine._make_extractor()
+        self.extractor: Any = None  # made when the stream starts (it may live in a worker process)
         # The audio before the first window, kept only until there is one: a
         # stream that ends sooner is classified on what it had.
         self.head: RingBuffer | None = RingBuffer(info.window_length)
@@ -187,6 +187,11 @@ class Engine:
         Smoothing settings; ``window_s`` is taken from the model.
     feature_workers : int or None
         Threads computing features; None for the number of CPUs.
+    feature_processes : int
+        Run the feature extractors in this many worker processes
+        (:class:`stream.procpool.FeatureProcessPool`) instead of threads of
+        this process: the feature work holds the GIL, so only processes use
+        more than one core. 0 (default): threads.
     features : {"incremental", "batch"}
         How windows get their features: :class:`stream.incremental.IncrementalFeatures`
         (each STFT frame once; a hop costs work in proportion to the hop) or
@@ -207,7 +212,8 @@ class Engine:
     Raises
     ------
     ValueError
-        If ``hop_s`` is not positive or ``features`` is unknown.
+        If ``hop_s`` is not positive, ``features`` is unknown or
+        ``feature_processes`` is negative.
     """
 
     def __init__(
@@ -218,6 +224,7 @@ class Engine:
         realtime: bool = False,
         smoother_config: SmootherConfig | None = None,
         feature_workers: int | None = None,
+        feature_processes: int = 0,
         features: str = "incremental",
         trace_latency: bool = False,
     ) -> None:
@@ -240,7 +247,14 @@ class Engine:
             window_s=info.window_s,
         )
         self.publishers = list(publishers)
+        self.feature_processes = int(feature_processes)
+        if self.feature_processes < 0:
+            raise ValueError(f"feature_processes: expected 0 or more, got {feature_processes}")
+        # With worker processes a pool thread only waits for its process: more threads keep them busy.
         self.workers = int(feature_workers or os.cpu_count() or 1)
+        if self.feature_processes:
+            self.workers = max(self.workers, 4 * self.feature_processes)
+        self._process_pool = None
         self.trace_latency = trace_latency
         self.states = events.StreamStates()
         self._streams: dict[str, _Stream] = {}  # streams not yet ended (their state is large)
@@ -313,13 +327,16 @@ class Engine:
         if self._loop is not None and st.closing is not None:
             self._loop.call_soon_threadsafe(st.closing.set)
 
-    def _make_extractor(self):
+    def _make_extractor(self, stream_id: str):
         info = self.model.info
+        if self._process_pool is not None:
+            return self._process_pool.extractor(stream_id)
         if self.features == "batch":
             return BatchFeatures(info.sample_rate, info.window_s, self.hop_s)
         return IncrementalFeatures(info.sample_rate, info.window_s, self.hop_s)
 
     def _start(self, st: _Stream) -> None:
+        st.extractor = self._make_extractor(st.id)
         self._tasks[st.id] = asyncio.get_running_loop().create_task(self._run_stream(st), name=f"stream-{st.id}")
         self.metrics.streams.set(len(self._tasks))
         if self._wake is not None:
@@ -368,6 +385,14 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="features")
+        if self.feature_processes:
+            from .procpool import FeatureProcessPool
+
+            info = self.model.info
+            self._process_pool = await asyncio.get_running_loop().run_in_executor(
+                None, FeatureProcessPool, self.feature_processes, self.features, info.sample_rate, info.window_s,
+                self.hop_s,
+            )
         self._batcher = InferenceBatcher(self.model, metrics=self.metrics)
         try:
             for st in list(self._streams.values()):
@@ -390,6 +415,9 @@ class Engine:
             self._tasks.clear()
             await self._batcher.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._process_pool is not None:
+                self._process_pool.close()
+                self._process_pool = None
             self._loop = None
         return {**self._ended, **{sid: st.summary for sid, st in self._streams.items()}}
 
@@ -526,6 +554,11 @@ class Engine:
             # before the process may exit: a device torn down under a thread
             # still reading it crashes the interpreter.
             st.source.close()
+            if hasattr(st.extractor, "close"):  # free its state in the worker process
+                try:
+                    await asyncio.shield(loop.run_in_executor(self._pool, st.extractor.close))
+                except RuntimeError:  # the engine is shutting down: its worker processes go with it
+                    pass
             await asyncio.shield(loop.run_in_executor(None, thread.join, SOURCE_JOIN_TIMEOUT_S))
             if thread.is_alive():
                 log.warning("stream %s: source thread still busy %.0f s after close", st.id, SOURCE_JOIN_TIMEOUT_S)

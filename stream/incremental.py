@@ -46,8 +46,18 @@ window's tuning estimate. The state keeps each frame's chroma, not its
 spectrum, so a frame's chroma uses the tuning of the window during whose
 computation the frame arrived (the first window that contains it; for the
 zero-padded frames at a window's start, the latest window before them).
-While the tuning estimate is stable from window to window, which it is on
-music, this is exact; ``benchmarks/incremental_parity.py`` measures it.
+While the tuning estimate is stable from window to window this is exact;
+where it moves, chroma_stft_mean/var move by up to 1 % at a hop on the frame
+grid. At the engine's hop the frame-grid shift dominates: with
+``exact_chroma=True`` (spectra kept, every frame at the window's tuning) the
+model's decisions agree with the batch function's on 98.3 % of windows
+instead of 98.2 % (``benchmarks/incremental_parity.py``).
+
+How close is close enough: over the 710 windows of ``../shared`` audio at the
+engine's hop, every feature's 95th-percentile difference from the batch
+function is smaller than the batch function's own difference when its window
+is moved by 256 samples (11.6 ms), and the shipped model's argmax agrees on
+98.2 % of windows (97.5 % for the moved batch windows).
 
 Cost
 ----
@@ -60,10 +70,10 @@ DCT and per-frame scalars in numba kernels (no BLAS, whose threads would
 compete with the engine's workers). Per window, a fixed amount on top: the
 two edge regions (21 frames each of medians and inverse FFTs, 3 FFTs of
 zero-padded frames; the other frames they read come from the running
-state), the tempogram (a sliding DFT, 0.2 ms), the tuning estimate and the
+state), the tempogram (a sliding DFT, under 0.5 ms), the tuning estimate and the
 statistics over the window's per-frame matrix (431 rows; recomputed, not
-kept as running sums, which would cost less but drift). A 1 s hop of a 10 s
-window costs about 6-8 ms of one core against 0.6-1 s for
+kept as running sums: 0.1 ms, exact, no drift). A 1 s hop of a 10 s window
+costs about 8 ms of one core (2.5 GHz Xeon, shared) against 0.6 s for
 :func:`~stream.features.gtzan_features`; ``benchmarks/features_speed.py``
 measures it. State: about 1.1 MB per stream (the last 33 frames' STFT
 columns and percussive medians, 431 frames of mel spectra and per-frame
@@ -77,6 +87,7 @@ under a second.
 from __future__ import annotations
 
 import functools
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -425,7 +436,9 @@ def _percussive_median(mag: np.ndarray) -> np.ndarray:
     """31-bin median along frequency, ``mode="reflect"``: (n, 1025) float32 (frames are the lanes)."""
     n = mag.shape[0]
     lanes = -(-n // 16) * 16  # whole SIMD vectors: a remainder lane costs about as much as a vector
-    ext = np.zeros((_N_BINS + 2 * _KH, lanes), dtype=np.float32)
+    ext = _scratch("perc_ext", (_N_BINS + 2 * _KH, lanes), np.float32)
+    if lanes > n:
+        ext[:, n:] = 0.0
     magt = mag.T
     ext[_KH : _KH + _N_BINS, :n] = magt
     ext[:_KH, :n] = magt[_KH - 1 :: -1]
@@ -434,6 +447,23 @@ def _percussive_median(mag: np.ndarray) -> np.ndarray:
     if n:
         _sliding_median_axis0(ext, out, _KH, _NET_I, _NET_J)
     return out[:, :n].T
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A per-thread work array (contents undefined), reused from call to call and stream to
+    stream: large temporaries without fresh allocations and their page faults. Valid until
+    the next request of the same name on the same thread."""
+    store = getattr(_SCRATCH, "store", None)
+    if store is None:
+        store = _SCRATCH.store = {}
+    size = int(np.prod(shape))
+    buf = store.get(name)
+    if buf is None or buf.dtype != np.dtype(dtype) or buf.size < size:
+        buf = store[name] = np.empty(max(size, 1), dtype=dtype)
+    return buf[:size].reshape(shape)
 
 
 def _harmonic_median(ext: np.ndarray) -> np.ndarray:
@@ -733,6 +763,34 @@ def _select(d, k):  # pragma: no cover - compiled
 
 
 @_njit_exact
+def _tuning_bin(mags, bins, n_bins):  # pragma: no cover - compiled
+    """``estimate_tuning``'s choice from pitch candidates: the most frequent histogram bin
+    among candidates whose magnitude reaches the median (as ``np.median``: the mean of the two
+    middle values, in float32, for an even count); the first such bin on ties."""
+    n = mags.shape[0]
+    d = mags.copy()
+    k = n // 2
+    hi = _select(d, k)
+    if n % 2:
+        threshold = hi
+    else:
+        lo = d[0]
+        for j in range(1, k):
+            if d[j] > lo:
+                lo = d[j]
+        threshold = (lo + hi) / np.float32(2.0)
+    counts = np.zeros(n_bins, np.int64)
+    for j in range(n):
+        if mags[j] >= threshold:
+            counts[bins[j]] += 1
+    best = 0
+    for j in range(1, n_bins):
+        if counts[j] > counts[best]:
+            best = j
+    return best
+
+
+@_njit_exact
 def _onset_medians(a, b, floor, clip, out):  # pragma: no cover - compiled
     """``median(max(0, b - a))`` over mel bands per row (after ``max(., floor)`` if ``clip``), float32."""
     n, m = a.shape
@@ -771,9 +829,13 @@ class _FrameBlock:
 
 
 def _analyse_frames(
-    frames: np.ndarray, spec: np.ndarray, mag: np.ndarray, tables: _Tables, zcr_frames: np.ndarray | None = None
+    frames: np.ndarray, mag: np.ndarray, tables: _Tables, zcr_frames: np.ndarray | None = None
 ) -> _FrameBlock:
-    """Everything per frame, from the frames, their STFT columns and magnitudes."""
+    """Everything per frame but the chroma, from the frames (n, 2048) and their STFT magnitudes (n, 1025).
+
+    ``zcr_frames``, if given, replaces ``frames`` for the zero-crossing rate
+    (edge-padded where ``frames`` are zero-padded, as the batch function pads).
+    """
     n = frames.shape[0]
     power = mag**2
     scalars = np.empty((n, 5), dtype=np.float64)
@@ -797,6 +859,23 @@ def _analyse_frames(
         _project(mel_db, tables.dct, 0.0, False, mfcc)
     cf, cm, cb = _pitch_candidates(power, tables)
     return _FrameBlock(power, scalars, mel_db, mfcc, cf, cm, cb)
+
+
+def _split_block(blk: _FrameBlock, sizes: list[int]) -> list[_FrameBlock]:
+    """Cut a block of frames into consecutive blocks of ``sizes`` frames."""
+    out = []
+    first = 0
+    for n in sizes:
+        sel = (blk.cand_frame >= first) & (blk.cand_frame < first + n)
+        rows = slice(first, first + n)
+        out.append(
+            _FrameBlock(
+                blk.power[rows], blk.scalars[rows], blk.mel_db[rows], blk.mfcc[rows],
+                blk.cand_frame[sel] - first, blk.cand_mag[sel], blk.cand_bin[sel],
+            )
+        )
+        first += n
+    return out
 
 
 def _pitch_candidates(power: np.ndarray, tables: _Tables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -856,6 +935,7 @@ class _Work:
     mags: np.ndarray  # frames ka-33 .. kmax: magnitudes,
     specs: np.ndarray  # STFT columns,
     percs: np.ndarray  # percussive medians
+    head_percs: list[np.ndarray]  # percussive medians of the start regions' special frames
 
     def rows(self, first: int, last: int) -> slice | None:
         """Rows of frames first..last in mags/specs/percs, or None if not all held."""
@@ -894,6 +974,9 @@ class WindowFeatures(tuple):
         self = super().__new__(cls, (end, features))
         self.rms = rms
         return self
+
+    def __getnewargs__(self) -> tuple:  # pickling (process pools)
+        return (self[0], self[1], self.rms)
 
     @property
     def end(self) -> int:
@@ -1208,14 +1291,18 @@ class IncrementalFeatures:
 
     # -- running state
 
-    def _advance(self, kmax: int, tail: tuple[np.ndarray, np.ndarray] | None = None) -> _Work | None:
+    def _advance(
+        self, kmax: int, tail: tuple[np.ndarray, np.ndarray] | None = None, head_mags: list[np.ndarray] = ()
+    ) -> _Work | None:
         """Analyse frames k_done+1 .. kmax; apply the harmonic masks that became computable.
 
         ``tail`` is ``(spec, mag)`` of the window's end special frames
         ``kmax+1 .. k_last``: their percussive medians join this batch's, and
         the harmonic median runs on through them into the window's reflection,
         giving the masked frames of the window's end region in the same pass.
-        Returns the batch's working arrays, or None if no frame was new.
+        ``head_mags`` (magnitudes of start regions' special frames) only join
+        the percussive-median call. Returns the batch's working arrays, or
+        None if no frame was new.
         """
         ka = self._k_done + 1
         n = kmax - ka + 1
@@ -1225,7 +1312,7 @@ class IncrementalFeatures:
         frames = self._frame(self._samples(HOP_LENGTH * ka - _HALF, HOP_LENGTH * kmax + _HALF), n)
         spec = _rfft_frames(frames, t)
         mag = np.abs(spec)
-        blk = _analyse_frames(frames, spec, mag, t)
+        blk = _analyse_frames(frames, mag, t)
         slots = np.arange(ka, kmax + 1) % self._cap
         self._r_scalars[slots] = blk.scalars
         self._r_mel[slots] = blk.mel_db
@@ -1246,32 +1333,53 @@ class IncrementalFeatures:
         a = self._k_masked + 1
         b = kmax - _KH
         merge = tail is not None and b >= a and a <= kmax - _EDGE_EXTRA + 1
-        perc = _percussive_median(np.concatenate([mag, tail[1]]) if merge else mag)
-        perc, perc_sp = perc[:n], perc[n:]
+        nt = tail[0].shape[0] if merge else 0
         H = _EDGE_CONTEXT
-        specs = np.concatenate([self._h_spec, spec])  # frames ka-33 .. kmax
-        percs = np.concatenate([self._h_perc, perc])
-        mags = np.concatenate([np.abs(self._h_spec), mag])
+        # rows: the last 33 frames, the new ones, the window's end special frames (if merged)
+        rows = H + n + nt
+        specs = _scratch("specs", (rows, _N_BINS), np.complex64)  # frames ka-33 .. kmax (.. k_last)
+        specs[:H] = self._h_spec
+        specs[H : H + n] = spec
+        mags = _scratch("mags", (rows, _N_BINS), np.float32)
+        np.abs(specs[:H], out=mags[:H])
+        mags[H : H + n] = mag
+        if nt:
+            specs[H + n :] = tail[0]
+            mags[H + n :] = tail[1]
+        percs = _scratch("percs", (rows, _N_BINS), np.float32)
+        percs[:H] = self._h_perc
+        if head_mags:
+            perc_all = _percussive_median(np.concatenate([mags[H:], *head_mags]))
+            percs[H:] = perc_all[: rows - H]
+            cuts = np.cumsum([rows - H] + [m.shape[0] for m in head_mags])
+            head_percs = [perc_all[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+        else:
+            percs[H:] = _percussive_median(mags[H:])
+            head_percs = []
         tail_frames = None
         if b >= a:
-            m0 = s0 = ka - H  # frame of row 0
+            m0 = ka - H  # frame of row 0
             if merge:
-                seq = np.concatenate([mags[a - _KH - m0 :], tail[1]])  # frames a-15 .. k_last
-                harm = _harmonic_median(np.concatenate([seq, seq[: -_KH - 1 : -1]]))  # reflect at k_last
-                yh = _harmonic_frames(
-                    np.concatenate([specs[a - s0 :], tail[0]]), harm, np.concatenate([percs[a - s0 :], perc_sp]), t
-                )  # frames a .. k_last
+                seq = mags[a - _KH - m0 :]  # frames a-15 .. k_last
+                ext = _scratch("ext", (seq.shape[0] + _KH, _N_BINS), np.float32)
+                ext[: seq.shape[0]] = seq
+                ext[seq.shape[0] :] = seq[: -_KH - 1 : -1]  # reflect at k_last
+                yh = _harmonic_frames(specs[a - m0 :], _harmonic_median(ext), percs[a - m0 :], t)  # frames a .. k_last
                 tail_frames = yh[kmax - _EDGE_EXTRA + 1 - a :]  # frames kmax-17 .. k_last
                 yh = yh[: b - a + 1]
             else:
                 harm = _harmonic_median(mags[a - _KH - m0 : b + _KH - m0 + 1])
-                yh = _harmonic_frames(specs[a - s0 : b - s0 + 1], harm, percs[a - s0 : b - s0 + 1], t)
+                yh = _harmonic_frames(specs[a - m0 : b - m0 + 1], harm, percs[a - m0 : b - m0 + 1], t)
             self._overlap_add(a, b, yh)
             self._k_masked = b
-        self._h_spec = specs[-H:].copy()
-        self._h_perc = percs[-H:].copy()
+        self._h_spec = specs[n : H + n].copy()
+        self._h_perc = percs[n : H + n].copy()
         self._k_done = kmax
-        return _Work(ka=ka, kmax=kmax, power=blk.power, tail_frames=tail_frames, mags=mags, specs=specs, percs=percs)
+        held = slice(0, H + n)
+        return _Work(
+            ka=ka, kmax=kmax, power=blk.power, tail_frames=tail_frames,
+            mags=mags[held], specs=specs[held], percs=percs[held], head_percs=head_percs,
+        )
 
     def _overlap_add(self, a: int, b: int, frames: np.ndarray) -> None:
         """Overlap-add harmonic frames a..b; close the 512-sample segments that became complete."""
@@ -1309,7 +1417,17 @@ class IncrementalFeatures:
         _ola_region_sums(yh_frames, self._tables.window_sq, r_lo - o_lo, r_hi - o_lo, self._samples(r_lo, r_hi), out)
         return out
 
-    def _edge(self, s: int, e: int, head: bool, specials=None, yh_frames=None, work: _Work | None = None) -> _Edge:
+    def _edge(
+        self,
+        s: int,
+        e: int,
+        head: bool,
+        specials=None,
+        yh_frames=None,
+        work: _Work | None = None,
+        perc_sp: np.ndarray | None = None,
+        blk: _FrameBlock | None = None,
+    ) -> _Edge:
         """The start (``head``) or end region of window [s, e).
 
         Its frames reaching past ``s`` or ``e`` are zero-padded there; the
@@ -1349,7 +1467,9 @@ class IncrementalFeatures:
                 mag_run = np.abs(spec_run)
                 perc_run = None
             if head and perc_run is not None:
-                perc = np.concatenate([_percussive_median(mag_sp), perc_run[:_EDGE_EXTRA]])
+                if perc_sp is None:
+                    perc_sp = _percussive_median(mag_sp)
+                perc = np.concatenate([perc_sp, perc_run[:_EDGE_EXTRA]])
                 mag = np.concatenate([mag_sp, mag_run])
                 ext = np.concatenate([mag[_KH - 1 :: -1], mag[: n_out + _KH]])  # reflect at the first frame
                 spec_out = np.concatenate([spec_sp, spec_run[:_EDGE_EXTRA]])
@@ -1365,7 +1485,8 @@ class IncrementalFeatures:
                 spec_out = np.concatenate([spec_run[-_EDGE_EXTRA:], spec_sp])
             yh_frames = _harmonic_frames(spec_out, _harmonic_median(ext), perc, t)
         sums = self._edge_sums(yh_frames, out_first, r_lo, r_hi)
-        blk = _analyse_frames(frames_sp, spec_sp, mag_sp, t, zframes_sp)
+        if blk is None:
+            blk = _analyse_frames(frames_sp, mag_sp, t, zframes_sp)
         return _Edge(
             first=sp_first,
             n_special=n_sp,
@@ -1389,22 +1510,37 @@ class IncrementalFeatures:
         k0, n_head, k_last, n_tail = self._frames_of(s)
         kmax = k_last - n_tail
         specials = self._specials(s, e, kmax + 1, n_tail, head=False)
-        work = self._advance(kmax, (specials[2], specials[3]))
         # start regions of this and later windows whose samples are all here
+        heads = []
         while True:
             m2 = self._next_head
             s2 = m2 * self.hop_length
             k02, nh2, _, _ = self._frames_of(s2)
             if HOP_LENGTH * (k02 + nh2 + _EDGE_CONTEXT - 1) + _HALF > self._total:
                 break
-            head2 = self._edge(s2, s2 + self.window_length, head=True, work=work)
+            heads.append((m2, s2, self._specials(s2, s2 + self.window_length, k02, nh2, head=True)))
+            self._next_head += 1
+        # all the special frames: one percussive-median call (with the new frames'), one analysis
+        work = self._advance(kmax, (specials[2], specials[3]), [sp[3] for _, _, sp in heads])
+        edge_frames = [specials] + [sp for _, _, sp in heads]
+        blocks = _split_block(
+            _analyse_frames(
+                np.concatenate([f[0] for f in edge_frames]),
+                np.concatenate([f[3] for f in edge_frames]),
+                self._tables,
+                np.concatenate([f[1] for f in edge_frames]),
+            ),
+            [f[0].shape[0] for f in edge_frames],
+        )
+        for i, (m2, s2, sp) in enumerate(heads):
+            perc_sp = work.head_percs[i] if work is not None else None
+            head2 = self._edge(s2, s2 + self.window_length, True, sp, work=work, perc_sp=perc_sp, blk=blocks[1 + i])
             if not self._exact_chroma:
                 head2.chroma = _chroma(head2.power, self._tuning_bin)
                 head2.power = None
             self._heads[m2] = head2
-            self._next_head += 1
         head = self._heads.pop(self._m)
-        tail = self._edge(s, e, False, specials, None if work is None else work.tail_frames)
+        tail = self._edge(s, e, False, specials, None if work is None else work.tail_frames, blk=blocks[0])
         # tuning of this window: piptrack peaks of all its frames
         lo_k, hi_k = k0 + n_head, kmax  # running frames of this window
         while self._cands and self._cands[0][0] < lo_k:
@@ -1420,9 +1556,7 @@ class IncrementalFeatures:
         cand_mag = np.concatenate(mags)
         cand_bin = np.concatenate(bins)
         if cand_mag.size:
-            threshold = np.median(cand_mag)
-            counts = np.bincount(cand_bin[cand_mag >= threshold], minlength=_N_TUNING_BINS)
-            self._tuning_bin = int(np.argmax(counts))
+            self._tuning_bin = int(_tuning_bin(cand_mag, cand_bin, _N_TUNING_BINS))
         else:
             self._tuning_bin = _N_TUNING_BINS // 2
         tb = self._tuning_bin

@@ -74,3 +74,21 @@ def test_duplicate_stream_ids_are_refused(model):
     engine.add(AVSource(str(CLIP)), "a")
     with pytest.raises(ValueError, match="already in use"):
         engine.add(AVSource(str(CLIP)), "a")
+
+
+def test_feature_processes_give_the_same_events_as_threads(model):
+    """Extractors in worker processes (one engine on every core) compute exactly what threads do."""
+    files = [CLIP, FREE_AUDIO / "jazz_solo_trumpet_loop.ogg"]
+    _, threaded, _ = _run(model, files)
+    engine, pooled, summaries = _run(model, files, feature_processes=2)
+    assert all(s.state == "ended" for s in summaries.values())
+    for stream in ("s0", "s1"):
+        a, b = _predictions(threaded, stream), _predictions(pooled, stream)
+        assert len(a) == len(b) > 0
+        assert [(p["stream_time_s"], p["probabilities"]) for p in a] == [(p["stream_time_s"], p["probabilities"]) for p in b]
+    assert engine._process_pool is None, "worker processes are stopped when the engine ends"
+
+
+def test_bad_feature_processes_is_named(model):
+    with pytest.raises(ValueError, match="feature_processes"):
+        Engine(model, feature_processes=-1)

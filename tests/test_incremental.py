@@ -261,3 +261,32 @@ def test_silence_gives_the_batch_features():
         batch = gtzan_features(z[:N])
     for f in (f0, f1):
         assert np.allclose(f, batch, rtol=1e-6, atol=1e-9)
+
+
+def test_kernels_equal_their_references():
+    """The tempogram by sliding DFT and the branch-free running median, against librosa and scipy."""
+    import librosa
+    from scipy.ndimage import median_filter
+
+    from stream.incremental import _harmonic_median, _percussive_median
+
+    rng = np.random.default_rng(0)
+    inc = IncrementalFeatures()
+    y = _parity_clip("hiphop")[:N]
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=SR))
+    envelopes = [librosa.onset.onset_strength(S=mel_db, sr=SR, aggregate=np.median)]
+    for _ in range(12):
+        env = (rng.random(431) ** 4 * 10).astype(np.float32)
+        env[:3] = 0
+        env[rng.random(431) < 0.5] = 0
+        envelopes.append(env)
+    envelopes.append(np.zeros(431, dtype=np.float32))
+    for env in envelopes:
+        assert inc._tempo(env) == float(librosa.feature.tempo(onset_envelope=env, sr=SR)[0])
+
+    mag = (rng.random((80, 1025)) ** 3).astype(np.float32)
+    mag[:, 100:140] = 0.25  # ties
+    mag[:, 600:700] = 0.0
+    assert np.array_equal(_harmonic_median(mag), median_filter(mag, size=(31, 1), mode="reflect")[15:-15])
+    for n in (1, 3, 21, 43):
+        assert np.array_equal(_percussive_median(mag[:n]), median_filter(mag[:n], size=(1, 31), mode="reflect"))

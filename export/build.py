@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 on bad input, 1 if the export failed verification.
     """
     from export.onnx_export import ExportVerificationError
-    from training.train import build_parser, test_options
+    from training.train import build_parser, train_options
 
     parser = build_parser()
     parser.prog = "python -m export.build"
@@ -72,30 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     args = parser.parse_args(argv)
     try:
-        _, info = train_and_export(
-            **test_options(args),
-            onnx_path=args.onnx,
-            opset=args.opset,
-            table_path=args.table,
-            out_dir=args.out_dir,
-            epochs=args.epochs,
-            seed=args.seed,
-            audio_dir=args.audio_dir,
-            layout=args.layout,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            dropout=args.dropout,
-            label_smoothing=args.label_smoothing,
-            n_folds=args.folds,
-            block_size=args.block_size,
-            window_s=args.window_s,
-            hop_s=args.hop_s,
-            max_duration_s=args.max_duration_s,
-            tracks_csv=args.tracks_csv,
-            n_jobs=args.jobs,
-            report_path=args.report,
-            progress=not args.no_progress,
-        )
+        _, info = train_and_export(onnx_path=args.onnx, opset=args.opset, **train_options(args))
     except ExportVerificationError as error:
         print(f"export: verification failed: {error}", file=sys.stderr)
         return 1

@@ -770,6 +770,32 @@ def test_options(args: argparse.Namespace) -> dict:
     return {"test_table": args.test_table if args.test_table is not None else "auto", "test_where": where or None}
 
 
+def train_options(args) -> dict:
+    """Keyword arguments of :func:`train` from parsed command-line options (shared with export.build)."""
+    return dict(
+        **test_options(args),
+        table_path=args.table,
+        out_dir=args.out_dir,
+        epochs=args.epochs,
+        seed=args.seed,
+        audio_dir=args.audio_dir,
+        layout=args.layout,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        dropout=args.dropout,
+        label_smoothing=args.label_smoothing,
+        n_folds=args.folds,
+        block_size=args.block_size,
+        window_s=args.window_s,
+        hop_s=args.hop_s,
+        max_duration_s=args.max_duration_s,
+        tracks_csv=args.tracks_csv,
+        n_jobs=args.jobs,
+        report_path=args.report,
+        progress=not args.no_progress,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``genrestream train``: parse ``argv`` (default ``sys.argv[1:]``), run :func:`train`, return 0.
 
@@ -778,28 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        train(
-            **test_options(args),
-            table_path=args.table,
-            out_dir=args.out_dir,
-            epochs=args.epochs,
-            seed=args.seed,
-            audio_dir=args.audio_dir,
-            layout=args.layout,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            dropout=args.dropout,
-            label_smoothing=args.label_smoothing,
-            n_folds=args.folds,
-            block_size=args.block_size,
-            window_s=args.window_s,
-            hop_s=args.hop_s,
-            max_duration_s=args.max_duration_s,
-            tracks_csv=args.tracks_csv,
-            n_jobs=args.jobs,
-            report_path=args.report,
-            progress=not args.no_progress,
-        )
+        train(**train_options(args))
     except (FileNotFoundError, ValueError) as error:
         print(f"genrestream train: error: {error}", file=sys.stderr)
         return 2

@@ -46,6 +46,9 @@ from .sources import AudioSource, SourceError, SourceGap, SourceMetadata, Source
 
 log = logging.getLogger(__name__)
 
+STATS_EVERY_S = 10.0
+"""A prediction event carries the source's statistics once per this many seconds of stream time."""
+
 SOURCE_JOIN_TIMEOUT_S = 10.0
 """How long a stream waits, once closed, for its source thread to return."""
 
@@ -168,6 +171,7 @@ class _Stream:
         self.removed = False
         self.closing: asyncio.Event | None = None  # set when the stream is asked to stop
         self.classified_s = 0.0  # stream time of the end of the newest classified window
+        self.stats_sent_s = float("-inf")  # stream time of the last prediction that carried stats
 
 
 class Engine:
@@ -615,6 +619,9 @@ class Engine:
             extra["title"] = st.title
         if self.trace_latency:
             extra["window_done_monotonic_s"] = arrived_monotonic_s
+        if stream_time_s - st.stats_sent_s >= STATS_EVERY_S or stream_time_s < st.stats_sent_s:
+            extra["stats"] = st.source.stats.as_dict()
+            st.stats_sent_s = stream_time_s
         self.emit(
             events.prediction(
                 st.id, stream_time_s, self.model.labels, probabilities, step.genre, step.confidence, **extra

@@ -9,7 +9,8 @@ Types
 ``prediction``
     Every hop: stream, stream_time_s (end of the window, seconds since the
     stream started), probabilities ({label: p}), genre (top of this window),
-    smoothed (the smoother's current state), confidence (of ``smoothed``).
+    smoothed (the smoother's current state), confidence (of ``smoothed``);
+    every 10 s of stream time also stats (the source's statistics).
 ``genre_change``
     stream, genre, previous, confidence, probabilities, onset_s (estimated
     stream time at which the new genre began), stream_time_s, wall_time,
@@ -175,9 +176,13 @@ class StreamStates:
         self._latest: dict[str, dict[str, Event]] = {}
 
     def update(self, event: Mapping[str, Any]) -> None:
-        """Remember ``event`` if it is of a kept type."""
-        if event.get("type") in self.KEPT:
-            self._latest.setdefault(event["stream"], {})[event["type"]] = dict(event)
+        """Remember ``event`` if it is of a kept type (fresher ``stats`` also refresh the kept status)."""
+        if event.get("type") not in self.KEPT:
+            return
+        latest = self._latest.setdefault(event["stream"], {})
+        latest[event["type"]] = dict(event)
+        if event["type"] != "status" and "stats" in event and "status" in latest:
+            latest["status"] = {**latest["status"], "stats": event["stats"]}
 
     def snapshot(self) -> list[Event]:
         """Return the kept events of every stream, streams sorted by id, status first."""

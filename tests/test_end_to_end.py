@@ -102,6 +102,10 @@ def test_run_http_clip_to_websocket_redis_and_dashboard(http_server, redis_serve
     predictions = [e for e in received if e["type"] == "prediction"]
     # 25 s of audio, 10 s window, 1 s hop: windows end at 10, 11, ..., 25 s
     assert [p["stream_time_s"] for p in predictions] == [float(t) for t in range(10, 26)]
+    # fresh source statistics ride on predictions every 10 s of stream time (status events come only at changes)
+    with_stats = [p for p in predictions if "stats" in p]
+    assert [p["stream_time_s"] for p in with_stats] == [10.0, 20.0]
+    assert with_stats[1]["stats"]["seconds_decoded"] >= 20.0 and with_stats[1]["stats"]["bytes_read"] > 0
     for p in predictions:
         assert p["stream"] == "dnb"
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-3

@@ -167,3 +167,4 @@ def test_bad_probabilities_and_time_are_named():
         s.update(onehot("jazz"), 9.0)
     with pytest.raises(ValueError, match="reserved"):
         GenreSmoother(["jazz", "unknown"])
+

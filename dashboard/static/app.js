@@ -216,6 +216,11 @@
     }
 
     onPrediction(ev) {
+      // Predictions carry fresh source statistics every few seconds; status events only at changes.
+      if (ev.stats && typeof ev.stats === "object" && !Array.isArray(ev.stats) && this.status) {
+        this.status = Object.assign({}, this.status, { stats: ev.stats });
+        this.statusDirty = true;
+      }
       const t = ev.stream_time_s;
       if (isStr(ev.title)) this.setTitle(ev.title);
       if (ev.probabilities && typeof ev.probabilities === "object") {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import threading
@@ -242,14 +243,7 @@ class Engine:
         self.features = features
         self.hop_length = max(1, int(round(self.hop_s * info.sample_rate)))
         self.realtime = realtime
-        base = smoother_config or SmootherConfig()
-        self.smoother_config = SmootherConfig(
-            average_windows=base.average_windows,
-            switch_margin=base.switch_margin,
-            min_dwell_s=base.min_dwell_s,
-            unknown_threshold=base.unknown_threshold,
-            window_s=info.window_s,
-        )
+        self.smoother_config = dataclasses.replace(smoother_config or SmootherConfig(), window_s=info.window_s)
         self.publishers = list(publishers)
         self.feature_processes = int(feature_processes)
         if self.feature_processes < 0:

@@ -167,6 +167,7 @@ class GenreSmoother:
         if UNKNOWN in self.labels or SILENCE in self.labels:
             raise ValueError(f"labels: {UNKNOWN!r} and {SILENCE!r} are reserved state names")
         self._index = {label: i for i, label in enumerate(self.labels)}
+        self._boundary_hint_s: float | None = None  # stream time of the last title change (hint_boundary)
         self.reset(0.0)
 
     @property
@@ -261,7 +262,7 @@ class GenreSmoother:
     def _dwell_s(self) -> float:
         """Seconds the pending challenger must keep winning (see :meth:`hint_boundary`)."""
         cfg = self.config
-        hint = getattr(self, "_boundary_hint_s", None)
+        hint = self._boundary_hint_s
         near = hint is not None and (
             hint - cfg.window_s / 2 <= self._challenger_since_s <= hint + cfg.window_s + cfg.min_dwell_s
         )

@@ -13,8 +13,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
-
 from tests.conftest import FREE_AUDIO, REPO, free_port, genrestream_cmd, needs_shared
 
 pytestmark = needs_shared

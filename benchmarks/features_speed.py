@@ -1,7 +1,7 @@
 """CPU cost of the features: incremental per hop vs batch per window, and the state per stream.
 
-Runs :func:`stream.features.gtzan_features` on whole windows (what the engine
-does for every window today) and :class:`stream.incremental.IncrementalFeatures`
+Runs :func:`stream.frontends.gtzan.gtzan_features` on whole windows (what the engine
+does for every window today) and :class:`stream.frontends.gtzan_incremental.IncrementalFeatures`
 on several interleaved streams fed one hop at a time (what a serving process
 with many streams does), on the audio of ``../shared`` (synthetic audio if it is
 absent), and prints:
@@ -40,8 +40,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stream.features import SAMPLE_RATE, gtzan_features  # noqa: E402
-from stream.incremental import IncrementalFeatures  # noqa: E402
+from stream.frontends.gtzan import SAMPLE_RATE, gtzan_features  # noqa: E402
+from stream.frontends.gtzan_incremental import IncrementalFeatures  # noqa: E402
 
 SHARED = Path(os.environ.get("GENRESTREAM_SHARED", REPO.parent / "shared")).resolve()
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = IncrementalFeatures(hop_s=args.hop_s)
     warm.push(audio[0][: warm.window_length + warm.hop_length])
     warmup_s = time.perf_counter() - t  # numba compilation or cache load, librosa import, filterbanks
-    from stream.incremental import _N_TUNING_BINS, _chroma_filterbank
+    from stream.frontends.gtzan_incremental import _N_TUNING_BINS, _chroma_filterbank
 
     for b in range(_N_TUNING_BINS):  # every tuning's chroma filterbank, as a long-running server has them
         _chroma_filterbank(b)

@@ -3,8 +3,8 @@
 For every audio file of ``../shared`` (``audio/free/*.ogg``, ``audio/gtzan-parity/*.wav``),
 decoded and resampled as the engine does (channel mean, then ``soxr`` HQ to 22050 Hz),
 the windows the engine classifies (10 s, ending every hop) are computed twice:
-with :func:`stream.features.gtzan_features` on each window (batch), and with
-:class:`stream.incremental.IncrementalFeatures` fed the whole file in blocks.
+with :func:`stream.frontends.gtzan.gtzan_features` on each window (batch), and with
+:class:`stream.frontends.gtzan_incremental.IncrementalFeatures` fed the whole file in blocks.
 
 Reported:
 
@@ -43,8 +43,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stream.features import FEATURE_NAMES, SAMPLE_RATE, gtzan_features  # noqa: E402
-from stream.incremental import IncrementalFeatures  # noqa: E402
+from stream.frontends.gtzan import FEATURE_NAMES, SAMPLE_RATE, gtzan_features  # noqa: E402
+from stream.frontends.gtzan_incremental import IncrementalFeatures  # noqa: E402
 
 SHARED = Path(os.environ.get("GENRESTREAM_SHARED", REPO.parent / "shared")).resolve()
 WINDOW = 220500

@@ -33,7 +33,7 @@ hop 1 s. Phases, in one run:
    stream; CPU per stream = process CPU / (N × wall); and a tracemalloc
    breakdown of what one stream holds, from a smaller run.
 5. ``naive`` (1 core): the tutorials' way, per window: the 57 features on the
-   whole window (:func:`stream.features.gtzan_features`), then a Keras
+   whole window (:func:`stream.frontends.gtzan.gtzan_features`), then a Keras
    ``model.predict`` on that one window. Its windows per CPU-second are the
    baseline of phase 1's.
 
@@ -1016,7 +1016,7 @@ def phase_naive(args, model, clips) -> dict:
     except ImportError as exc:
         say(f"  skipped: TensorFlow/Keras not installed ({exc}); `scripts/setup.sh train` installs it")
         return {"skipped": str(exc)}
-    from stream.features import gtzan_features
+    from stream.frontends.gtzan import gtzan_features
 
     info = model.info
     keras_model, what = _keras_model(len(info.labels), len(info.feature_names), args.keras)

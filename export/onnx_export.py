@@ -3,7 +3,7 @@
 The ONNX contract (what ``stream/model.py`` expects):
 
 - input ``"features"``: float32 ``[batch, 57]``, ``batch`` a symbolic (dynamic)
-  dimension, RAW features in :data:`stream.features.FEATURE_NAMES` order
+  dimension, RAW features in :data:`stream.frontends.gtzan.FEATURE_NAMES` order
   (standardisation is inside the model);
 - output ``"probabilities"``: float32 ``[batch, n_classes]`` softmax, and
   output ``"logits"``: float32 ``[batch, n_classes]``, the pre-softmax scores;
@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np
 
-from stream.features import FEATURE_NAMES, FRONTEND_NAME, FRONTEND_VERSION, SAMPLE_RATE
+from stream.frontends.gtzan import FEATURE_NAMES, FRONTEND_NAME, FRONTEND_VERSION, SAMPLE_RATE
 from training.data import REPO_ROOT, features_from_audio_dir, load_feature_table, shared_dir
 
 DEFAULT_ONNX_PATH = REPO_ROOT / "stream" / "models" / "gtzan_mlp.onnx"
@@ -97,13 +97,13 @@ def build_metadata(report: dict, silence_rms: float | None = None) -> dict[str, 
     ------
     ValueError
         If the report's feature names or frontend differ from
-        :mod:`stream.features` (a model trained on other features must not be
+        :mod:`stream.frontends.gtzan` (a model trained on other features must not be
         served with this frontend).
     """
     from training.train import training_summary
 
     if list(report["feature_names"]) != list(FEATURE_NAMES):
-        raise ValueError("report: feature_names differ from stream.features.FEATURE_NAMES")
+        raise ValueError("report: feature_names differ from stream.frontends.gtzan.FEATURE_NAMES")
     if report["feature_frontend"] != FRONTEND_NAME or str(report["feature_frontend_version"]) != FRONTEND_VERSION:
         raise ValueError(
             f"report: trained with frontend {report['feature_frontend']} v{report['feature_frontend_version']}, "
@@ -351,7 +351,7 @@ def export_model(
     ------
     ValueError
         If ``X_verify`` is missing or empty, or the report does not match
-        :mod:`stream.features`.
+        :mod:`stream.frontends.gtzan`.
     ExportVerificationError
         If the difference exceeds ``tolerance`` or the batch dimension is not
         dynamic; ``out_path`` is then left untouched.

@@ -36,12 +36,12 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 
 from . import events
-from .features import FEATURE_NAMES, MIN_SAMPLES, gtzan_features
-from .incremental import IncrementalFeatures
+from .frontends.gtzan import FEATURE_NAMES, MIN_SAMPLES, gtzan_features
+from .frontends.gtzan_incremental import IncrementalFeatures
 from .metrics import EngineMetrics
 from .model import GenreModel
 from .ringbuffer import RingBuffer
-from .windowing import BatchFeatures
+from .frontends.windowing import BatchFeatures
 from .smoothing import GenreSmoother, SmootherConfig
 from .sources import AudioSource, SourceError, SourceGap, SourceMetadata, SourceStatus
 
@@ -198,9 +198,9 @@ class Engine:
         this process: the feature work holds the GIL, so only processes use
         more than one core. 0 (default): threads.
     features : {"incremental", "batch"}
-        How windows get their features: :class:`stream.incremental.IncrementalFeatures`
+        How windows get their features: :class:`stream.frontends.gtzan_incremental.IncrementalFeatures`
         (each STFT frame once; a hop costs work in proportion to the hop) or
-        :class:`stream.windowing.BatchFeatures` (the reference: the whole
+        :class:`stream.frontends.windowing.BatchFeatures` (the reference: the whole
         window every hop).
     trace_latency : bool
         Add ``window_done_monotonic_s`` (``time.monotonic()`` when the

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import features
+from .frontends import gtzan as features
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class GenreModel:
         If ``path`` does not exist.
     ValueError
         If the file is not an ONNX model, lacks genrestream metadata, or was
-        trained on another feature frontend than :mod:`stream.features`.
+        trained on another feature frontend than :mod:`stream.frontends.gtzan`.
     """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
@@ -218,7 +218,7 @@ class GenreModel:
                 f"{features.FRONTEND_NAME} v{features.FRONTEND_VERSION}"
             )
         if info.feature_names != features.FEATURE_NAMES:
-            raise ValueError(f"model: {self.path} expects other feature names than stream.features")
+            raise ValueError(f"model: {self.path} expects other feature names than stream.frontends.gtzan")
         if info.sample_rate != features.SAMPLE_RATE:
             raise ValueError(
                 f"model: {self.path} says sample_rate {info.sample_rate}, features are defined at {features.SAMPLE_RATE}"
@@ -237,7 +237,7 @@ class GenreModel:
         Parameters
         ----------
         feature_rows : np.ndarray [shape=(batch, 57)]
-            Raw features from :func:`stream.features.gtzan_features` (the
+            Raw features from :func:`stream.frontends.gtzan.gtzan_features` (the
             model standardises them itself).
 
         Returns

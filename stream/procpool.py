@@ -37,9 +37,9 @@ def _worker(conn, kind: str, sample_rate: int, window_s: float, hop_s: float) ->
     except ImportError:
         pass
     if kind == "batch":
-        from stream.windowing import BatchFeatures as Extractor
+        from stream.frontends.windowing import BatchFeatures as Extractor
     else:
-        from stream.incremental import IncrementalFeatures as Extractor
+        from stream.frontends.gtzan_incremental import IncrementalFeatures as Extractor
     extractors: dict[str, Any] = {}
     while True:
         try:

@@ -504,7 +504,7 @@ def stand_in_model(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from stream import features
+    from stream.frontends import gtzan as features
 
     labels = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
     rng = np.random.default_rng(3)

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from stream.features import FEATURE_NAMES, FRONTEND_NAME, FRONTEND_VERSION
+from stream.frontends.gtzan import FEATURE_NAMES, FRONTEND_NAME, FRONTEND_VERSION
 from training.data import GTZAN_GENRES, gtzan_table_path, load_feature_table
 
 ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is a serving dependency of genrestream")

@@ -1,4 +1,4 @@
-"""stream.features reproduces the GTZAN tables (parity_rows.csv) on the parity clips."""
+"""stream.frontends.gtzan reproduces the GTZAN tables (parity_rows.csv) on the parity clips."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from stream.features import FEATURE_NAMES, MIN_SAMPLES, N_FEATURES, gtzan_features
+from stream.frontends.gtzan import FEATURE_NAMES, MIN_SAMPLES, N_FEATURES, gtzan_features
 from tests.conftest import GTZAN_TABLES, PARITY_AUDIO
 
 pytestmark = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""stream.incremental: the engine's windows, computed incrementally, against the batch feature function.
+"""stream.frontends.gtzan_incremental: the engine's windows, computed incrementally, against the batch feature function.
 
 Tolerances
 ----------
@@ -24,8 +24,8 @@ import csv
 import numpy as np
 import pytest
 
-from stream.features import FEATURE_NAMES, gtzan_features
-from stream.incremental import IncrementalFeatures
+from stream.frontends.gtzan import FEATURE_NAMES, gtzan_features
+from stream.frontends.gtzan_incremental import IncrementalFeatures
 from tests.conftest import FREE_AUDIO, GTZAN_TABLES, PARITY_AUDIO, needs_shared
 
 pytestmark = [
@@ -268,7 +268,7 @@ def test_kernels_equal_their_references():
     import librosa
     from scipy.ndimage import median_filter
 
-    from stream.incremental import _harmonic_median, _percussive_median
+    from stream.frontends.gtzan_incremental import _harmonic_median, _percussive_median
 
     rng = np.random.default_rng(0)
     inc = IncrementalFeatures()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.live import HTTPSource, ReconnectPolicy
+from stream.sources.radio import HTTPSource, ReconnectPolicy
 from stream.sources import SourceError, SourceGap, SourceStatus
 from tests.conftest import FREE_AUDIO, needs_shared
 from tests.live_servers import FFMPEG, EngineRun, LiveHLS, RadioServer, stand_in_model

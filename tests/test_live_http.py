@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.live import HTTPSource, ReconnectPolicy
+from stream.sources.radio import HTTPSource, ReconnectPolicy
 from stream.sources import SourceError, SourceGap, SourceMetadata, SourceStatus
 from tests.conftest import FREE_AUDIO, REPO, free_port, genrestream_cmd, needs_shared
 from tests.live_servers import FFMPEG, EngineRun, RadioServer, Stream, encode, stand_in_model

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from stream.icy import IcyDemuxer, decode_metadata_text, parse_stream_title
-from stream.live import ReconnectPolicy
-from stream.playlist import looks_like_playlist, parse_m3u, parse_playlist, parse_pls
+from stream.sources.icy import IcyDemuxer, decode_metadata_text, parse_stream_title
+from stream.sources.radio import ReconnectPolicy
+from stream.sources.playlist import looks_like_playlist, parse_m3u, parse_playlist, parse_pls
 from stream.smoothing import GenreSmoother, SmootherConfig
 from stream.sources import MicrophoneSource, MonoResampler, SourceError, SourceGap, open_source
 from tests.conftest import FREE_AUDIO, needs_shared

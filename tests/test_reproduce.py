@@ -33,7 +33,7 @@ def test_train_and_export_reproduce_the_shipped_model(tmp_path):
 
     import csv
 
-    from stream.features import FEATURE_NAMES
+    from stream.frontends.gtzan import FEATURE_NAMES
 
     with open(GTZAN_TABLES / "features_10_sec.csv", newline="") as f:
         x = np.array([[float(r[c]) for c in FEATURE_NAMES] for r in csv.DictReader(f)], dtype=np.float32)

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from stream.features import FEATURE_NAMES
+from stream.frontends.gtzan import FEATURE_NAMES
 from training.data import (
     GTZAN_GENRES,
     features_from_audio_dir,

@@ -1,14 +1,14 @@
 """Feature tables for training: the Kaggle GTZAN tables, and the same table computed from audio.
 
 A feature table has one row per window of audio: the 57 features of
-:data:`stream.features.FEATURE_NAMES`, the genre label, and the file name
+:data:`stream.frontends.gtzan.FEATURE_NAMES`, the genre label, and the file name
 ``<genre>.<NNNNN>.<k>.wav`` (segment ``k`` of track ``NNNNN``) or
 ``<genre>.<NNNNN>.wav`` (one row per track), as in the Kaggle GTZAN tables
 ``features_10_sec.csv`` and ``features_30_sec.csv``. The columns may be in any
 order; they are selected by name.
 
 Tables computed from a folder of audio (:func:`features_from_audio_dir`) use
-:func:`stream.features.gtzan_features`, the function the engine runs on every
+:func:`stream.frontends.gtzan.gtzan_features`, the function the engine runs on every
 window it classifies, so a model trained on them sees what serving computes.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.features import FEATURE_NAMES, SAMPLE_RATE, gtzan_features
+from stream.frontends.gtzan import FEATURE_NAMES, SAMPLE_RATE, gtzan_features
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 """The checkout this package lives in."""
@@ -95,7 +95,7 @@ class FeatureTable:
     Attributes
     ----------
     X : np.ndarray [shape=(n, 57), dtype=float32]
-        Raw (unstandardised) features, columns in :data:`stream.features.FEATURE_NAMES` order.
+        Raw (unstandardised) features, columns in :data:`stream.frontends.gtzan.FEATURE_NAMES` order.
     y : np.ndarray [shape=(n,), dtype=int64]
         Class index of each row into ``labels``.
     labels : tuple of str
@@ -184,7 +184,7 @@ def load_feature_table(
     ----------
     path : str or path-like
         CSV file with a header row holding at least the 57 columns of
-        :data:`stream.features.FEATURE_NAMES`, ``filename`` and ``label``, in
+        :data:`stream.frontends.gtzan.FEATURE_NAMES`, ``filename`` and ``label``, in
         any order (other columns, e.g. ``length``, are ignored).
     labels : sequence of str or None
         Class names in class-index order. ``None``: the sorted distinct values
@@ -231,7 +231,7 @@ def load_feature_table(
         if missing:
             raise ValueError(
                 f"feature table {path}: missing {len(missing)} column(s): {', '.join(missing)} "
-                f"(expected the Kaggle GTZAN layout: the 57 features of stream.features.FEATURE_NAMES, "
+                f"(expected the Kaggle GTZAN layout: the 57 features of stream.frontends.gtzan.FEATURE_NAMES, "
                 f"'filename' and 'label')"
             )
         position = {name: header.index(name) for name in required}
@@ -573,7 +573,7 @@ def features_from_audio_dir(
     Notes
     -----
     Decoding is :func:`librosa.load` (soundfile, falling back to audioread) at
-    22050 Hz mono; the features are :func:`stream.features.gtzan_features`.
+    22050 Hz mono; the features are :func:`stream.frontends.gtzan.gtzan_features`.
     """
     root = Path(root)
     if not root.is_dir():

@@ -1,6 +1,6 @@
 """The Keras model: standardisation inside the model, then a small MLP.
 
-The model takes RAW features (the 57 of :data:`stream.features.FEATURE_NAMES`,
+The model takes RAW features (the 57 of :data:`stream.frontends.gtzan.FEATURE_NAMES`,
 float32) and returns softmax probabilities, so the exported ONNX needs nothing
 from training at serving time. Standardisation is a :class:`Standardize` layer
 holding the training mean and standard deviation as (non-trainable) weights,
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from stream.features import FEATURE_NAMES
+from stream.frontends.gtzan import FEATURE_NAMES
 
 MODEL_NAME = "gtzan-mlp"
 """``model_name`` recorded in the ONNX metadata."""

@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np
 
-from stream.features import FEATURE_NAMES, FRONTEND_NAME, FRONTEND_VERSION, SAMPLE_RATE
+from stream.frontends.gtzan import FEATURE_NAMES, FRONTEND_NAME, FRONTEND_VERSION, SAMPLE_RATE
 from training.data import (
     FeatureTable,
     features_from_audio_dir,

@@ -4,11 +4,11 @@
 
 1. **Resolve.** GET the URL (redirects followed, HTTPS verified) with
    ``Icy-MetaData: 1``. A PLS or M3U playlist is read (bounded size), and its
-   entries tried in order, recursively up to :data:`stream.playlist.MAX_DEPTH`,
+   entries tried in order, recursively up to :data:`stream.sources.playlist.MAX_DEPTH`,
    refusing an entry that leads back to a playlist on the way (a loop). An HLS
    playlist (``#EXT-X-`` tags) goes to FFmpeg's ``hls`` demuxer. An HTML page,
    or any status but 200, is an error that names the reason.
-2. **Play.** An audio response is read off the socket by :mod:`stream.icy`,
+2. **Play.** An audio response is read off the socket by :mod:`stream.sources.icy`,
    the ICY metadata blocks are cut out (titles go out as
    :class:`~stream.sources.SourceMetadata` once the decoder reaches the byte
    at which they arrived), and the audio bytes are handed to PyAV as a
@@ -55,7 +55,9 @@ import numpy as np
 
 from . import playlist as pl
 from .icy import ClosedError, FetchError, HTTPResponse, IcyDemuxer, http_get, parse_stream_title
-from .sources import AudioDecoder, AudioSource, SourceError, SourceGap, SourceMetadata, SourceStatus, _describe_av_error
+from .base import AudioSource, SourceError, SourceGap, SourceMetadata, SourceStatus, describe_av_error
+from .decode import AudioDecoder
+from .reconnect import ReconnectPolicy
 
 log = logging.getLogger(__name__)
 
@@ -68,54 +70,6 @@ MAX_BAD_PACKETS = 50
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 
 
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """When and how often a live source reconnects.
-
-    Attributes
-    ----------
-    initial_backoff_s : float
-        Cap of the first wait, in seconds; it doubles at each failed attempt.
-    max_backoff_s : float
-        Largest cap of a wait, in seconds.
-    max_reconnects : int or None
-        Failed attempts in a row before the source fails; None for ever.
-    reconnect_at_start : bool
-        Also retry when the first connection fails (else a source that never
-        played fails at once).
-    healthy_after_s : float
-        Seconds of audio after which a connection counts as good, and the
-        backoff starts again from ``initial_backoff_s``.
-
-    Notes
-    -----
-    The wait before attempt ``k`` (1-based) is drawn uniformly from
-    ``[0, min(max_backoff_s, initial_backoff_s * 2 ** (k - 1))]`` ("full
-    jitter", Brooker 2015): many clients of a restarted server do not all come
-    back at the same instant, and the first retry is usually immediate.
-    """
-
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-    max_reconnects: int | None = None
-    reconnect_at_start: bool = False
-    healthy_after_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.initial_backoff_s <= 0 or self.max_backoff_s <= 0:
-            raise ValueError("backoff: expected positive numbers of seconds")
-        if self.max_reconnects is not None and self.max_reconnects < 0:
-            raise ValueError(f"max_reconnects: expected >= 0 or None, got {self.max_reconnects}")
-
-    def backoff_cap_s(self, attempt: int) -> float:
-        """Upper bound of the wait before attempt ``attempt`` (1-based), in seconds."""
-        exponent = min(max(int(attempt) - 1, 0), 62)
-        return min(self.max_backoff_s, self.initial_backoff_s * 2.0**exponent)
-
-    def backoff_s(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The wait before attempt ``attempt``: uniform in ``[0, backoff_cap_s(attempt)]``."""
-        return (rng or random).uniform(0.0, self.backoff_cap_s(attempt))
-
 
 class _Closed(Exception):
     """The source was closed while working."""
@@ -126,7 +80,7 @@ class _Pipe:
 
     ICY metadata is cut out (titles are queued with the audio byte offset at
     which they arrived). A read raises if the source is closed, if no byte
-    comes for ``stall_timeout_s`` (:class:`stream.icy.StallError` from the response), or
+    comes for ``stall_timeout_s`` (:class:`stream.sources.icy.StallError` from the response), or
     if :data:`MAX_UNDECODABLE_BYTES` went by without a decoded frame.
     """
 
@@ -410,7 +364,7 @@ class HTTPSource(AudioSource):
             except av.error.FFmpegError as exc:
                 ctype = f"; Content-Type {response.content_type}" if response.content_type else ""
                 raise SourceError(
-                    self.spec, f"not audio: FFmpeg does not recognise the stream ({_describe_av_error(exc)}{ctype})"
+                    self.spec, f"not audio: FFmpeg does not recognise the stream ({describe_av_error(exc)}{ctype})"
                 ) from exc
             with closing(container):
                 stream = decoder.audio_stream(container)
@@ -437,7 +391,7 @@ class HTTPSource(AudioSource):
                             last_stats = time.monotonic()
                             yield SourceStatus("playing", self._describe(response, stream))
                 except av.error.FFmpegError as exc:
-                    raise SourceError(self.spec, f"decoding failed: {_describe_av_error(exc)}") from exc
+                    raise SourceError(self.spec, f"decoding failed: {describe_av_error(exc)}") from exc
                 if decoder.frames == 0 and not self._played_here:
                     raise SourceError(self.spec, "not audio: no audio frames decoded")
                 for _, title in pipe.titles:
@@ -503,7 +457,7 @@ class HTTPSource(AudioSource):
                 raise SourceError(self.spec, self._hls_error) from exc
             if isinstance(exc, av.error.ExitError):
                 raise SourceError(self.spec, f"HLS: nothing to play within {self.open_timeout_s:g} s") from exc
-            raise SourceError(self.spec, f"HLS: {_describe_av_error(exc)}") from exc
+            raise SourceError(self.spec, f"HLS: {describe_av_error(exc)}") from exc
         with closing(container):
             stream = decoder.audio_stream(container)
             self.playing_url = url
@@ -531,7 +485,7 @@ class HTTPSource(AudioSource):
                 if isinstance(exc, av.error.ExitError):
                     detail = f"; last error: {self._hls_error}" if self._hls_error else ""
                     raise SourceError(self.spec, f"stalled: no audio for {self.stall_timeout_s:g} s{detail}") from exc
-                raise SourceError(self.spec, self._hls_error or f"HLS: {_describe_av_error(exc)}") from exc
+                raise SourceError(self.spec, self._hls_error or f"HLS: {describe_av_error(exc)}") from exc
             if self._closed.is_set():
                 raise _Closed()
             if self._hls_error and not self._hls_endlist:

@@ -1,9 +1,9 @@
 """Cutting a stream into windows, the reference way: the whole window every hop.
 
 :class:`BatchFeatures` keeps the last window of audio in a ring buffer and
-runs :func:`stream.features.gtzan_features` on all of it every hop. It is
+runs :func:`stream.frontends.gtzan.gtzan_features` on all of it every hop. It is
 what the model was trained on, to the sample, and costs a whole window's work
-per hop; :class:`stream.incremental.IncrementalFeatures` has the same
+per hop; :class:`stream.frontends.gtzan_incremental.IncrementalFeatures` has the same
 interface and costs work in proportion to the hop. The engine takes either
 (``Engine(features="batch" | "incremental")``).
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .features import SAMPLE_RATE, gtzan_features
-from .ringbuffer import RingBuffer
+from .gtzan import SAMPLE_RATE, gtzan_features
+from ..ringbuffer import RingBuffer
 
 
 class BatchFeatures:

@@ -1,6 +1,6 @@
 """The 57 GTZAN features of a stream's sliding windows, computed incrementally.
 
-:func:`stream.features.gtzan_features` analyses each window from scratch: at a
+:func:`stream.frontends.gtzan.gtzan_features` analyses each window from scratch: at a
 10 s window and a 1 s hop, every sample goes through the STFT, the median
 filters of the harmonic/percussive separation and the tempogram ten times,
 and one window costs about a second of CPU. :class:`IncrementalFeatures` keeps
@@ -10,7 +10,7 @@ that completes it arrives, and a hop costs work in proportion to the hop.
 Definition
 ----------
 The features of the window ``[s, e)`` (``e = window_length + m * hop_length``)
-are :func:`~stream.features.gtzan_features` evaluated on a **stream-global
+are :func:`~stream.frontends.gtzan.gtzan_features` evaluated on a **stream-global
 frame grid**: frame ``k`` is centred on stream sample ``512 * k`` (as
 ``librosa.stft(center=True)`` frames the whole stream). The window holds the
 ``1 + window_length // 512`` frames (the count of the batch function) whose
@@ -74,7 +74,7 @@ state), the tempogram (a sliding DFT, under 0.5 ms), the tuning estimate and the
 statistics over the window's per-frame matrix (431 rows; recomputed, not
 kept as running sums: 0.1 ms, exact, no drift). A 1 s hop of a 10 s window
 costs about 8 ms of one core (2.5 GHz Xeon, shared) against 0.6 s for
-:func:`~stream.features.gtzan_features`; ``benchmarks/features_speed.py``
+:func:`~stream.frontends.gtzan.gtzan_features`; ``benchmarks/features_speed.py``
 measures it. State: about 1.1 MB per stream (the last 33 frames' STFT
 columns and percussive medians, 431 frames of mel spectra and per-frame
 features, a hop of samples), see :attr:`IncrementalFeatures.nbytes`.
@@ -93,7 +93,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import HOP_LENGTH, N_FEATURES, N_FFT, N_MFCC, SAMPLE_RATE
+from .gtzan import HOP_LENGTH, N_FEATURES, N_FFT, N_MFCC, SAMPLE_RATE
 
 __all__ = ["IncrementalFeatures", "WindowFeatures", "MIN_WINDOW_LENGTH"]
 
@@ -992,7 +992,7 @@ class IncrementalFeatures:
 
     Feed the stream with :meth:`push`; every window that completes comes back
     with its 57 features, in the order of
-    :data:`stream.features.FEATURE_NAMES`. Windows end at ``window_length``,
+    :data:`stream.frontends.gtzan.FEATURE_NAMES`. Windows end at ``window_length``,
     ``window_length + hop_length``, ... samples after the start (or the last
     :meth:`reset`), exactly where the engine's ring buffer cuts them, whatever
     the block sizes. The output does not depend on how the stream is cut into
@@ -1037,7 +1037,7 @@ class IncrementalFeatures:
     grid; the batch function's edge handling reproduced per window), the one
     approximation (chroma tuning) and the cost. Algorithms: librosa 0.11
     (McFee et al., SciPy 2015) for every feature, as
-    :func:`stream.features.gtzan_features` calls it; harmonic/percussive
+    :func:`stream.frontends.gtzan.gtzan_features` calls it; harmonic/percussive
     separation by median filtering (Fitzgerald, DAFx 2010) with soft masks
     (Driedger, Müller & Disch, ISMIR 2014) as ``librosa.decompose.hpss``;
     tempo as ``librosa.feature.tempo`` (autocorrelation tempogram with a

@@ -6,7 +6,7 @@ URLs, often several mirrors. An ``.m3u8`` with ``#EXT-X-`` tags is not such a
 list but an HTTP Live Streaming media or master playlist, which FFmpeg's
 ``hls`` demuxer plays itself.
 
-This module only parses (no I/O); :mod:`stream.live` fetches, bounds the size
+This module only parses (no I/O); :mod:`stream.sources.radio` fetches, bounds the size
 (:data:`MAX_PLAYLIST_BYTES`) and depth (:data:`MAX_DEPTH`), and refuses loops.
 """
 

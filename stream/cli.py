@@ -22,6 +22,8 @@ log = logging.getLogger("genrestream")
 
 PLUGIN_GROUP = "genrestream.commands"
 
+CONTROL_TOKEN_ENV = "GENRESTREAM_CONTROL_TOKEN"
+
 
 def _setup_logging(verbose: int) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
@@ -76,7 +78,9 @@ async def _run(args: argparse.Namespace) -> int:
     if not args.no_server:
         engine.publishers.append(
             EventServer(engine.states, args.host, args.port, registry=engine.metrics.registry,
-                        on_control=(lambda request: _control(engine, request)) if args.control else None)
+                        on_control=(lambda request: _control(engine, request, allow_files=args.control_allow_files))
+                        if args.control else None,
+                        control_token=args.control_token if args.control else None)
         )
     configured: dict = {}
     if args.config:
@@ -133,9 +137,73 @@ async def _run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def _control(engine, request: dict) -> dict:
-    """Add or remove a stream on a WebSocket client's request (``--control``)."""
-    from .sources import open_source
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address: 127.0.0.0/8, ::1 or ``localhost``."""
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another host name, or "" (every interface)
+        return False
+
+
+def _control_settings(args: argparse.Namespace) -> str | None:
+    """Resolve ``--control-token`` / ``$GENRESTREAM_CONTROL_TOKEN`` into ``args.control_token``.
+
+    Returns
+    -------
+    str or None
+        Why ``run`` must not start (control reachable beyond loopback without
+        a token), or None when it may.
+    """
+    given = args.control_token is not None
+    token = args.control_token if given else os.environ.get(CONTROL_TOKEN_ENV)
+    args.control_token = token or None  # an empty token counts as none
+    if not args.control:
+        for option, used in (("--control-token", given), ("--control-allow-files", args.control_allow_files)):
+            if used:
+                log.warning("%s has no effect without --control", option)
+        return None
+    if args.control_token is None and not args.no_server and not _is_loopback(args.host):
+        return (f"--control on --host {args.host or repr(args.host)} needs a token: anyone who can reach the port "
+                f"could make this server open any URL or probe local paths. Set {CONTROL_TOKEN_ENV} "
+                "(or --control-token TOKEN), or listen on loopback (127.0.0.1, ::1, localhost)")
+    return None
+
+
+def _control_source_refusal(source: str) -> str | None:
+    """Why a control message may not add ``source`` without ``--control-allow-files`` (None: it may)."""
+    import re
+
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", source)
+    scheme = match.group(1).lower() if match else None
+    if scheme in ("http", "https"):
+        return None
+    if source == "mic" or source.startswith("mic:"):
+        kind = "a microphone"
+    elif scheme is None:
+        kind = "a file path"
+    else:
+        kind = f"a {scheme}:// URL"
+    return (f"control: only http:// and https:// sources can be added, got {kind}; "
+            "files and microphones need genrestream run --control-allow-files")
+
+
+async def _control(engine, request: dict, allow_files: bool = False) -> dict:
+    """Add or remove a stream on a WebSocket client's request (``--control``).
+
+    The server has checked the token (if any) and removed it from ``request``.
+    Without ``allow_files`` only http(s) sources may be added.
+
+    Raises
+    ------
+    ValueError
+        If the request is incomplete, names an unknown action, a source that
+        is not allowed or cannot be opened, or a stream id in use or not running.
+    """
+    from .sources import SourceError, open_source
 
     action, stream_id = request.get("action"), request.get("stream")
     if not isinstance(stream_id, str) or not stream_id:
@@ -144,7 +212,14 @@ async def _control(engine, request: dict) -> dict:
         source = request.get("source")
         if not isinstance(source, str) or not source:
             raise ValueError("control: 'source' is required to add a stream")
-        engine.add(open_source(source), stream_id)
+        refusal = None if allow_files else _control_source_refusal(source)
+        if refusal:
+            raise ValueError(refusal)
+        try:
+            opened = open_source(source)
+        except SourceError as exc:
+            raise ValueError(f"control: {exc}") from None
+        engine.add(opened, stream_id)
         log.info("control: added stream %s (%s)", stream_id, source)
         return {"ok": True, "detail": f"added {stream_id}"}
     if action == "remove":
@@ -206,6 +281,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.sources and not args.config and not args.control:
         print("genrestream run: give at least one SOURCE, or --config TOML, or --control", file=sys.stderr)
         return 2
+    refusal = _control_settings(args)
+    if refusal:
+        print(f"genrestream run: {refusal}", file=sys.stderr)
+        return 2
     return asyncio.run(_run(args))
 
 
@@ -255,7 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "reloaded when it changes or on SIGHUP; keeps running until interrupted")
     run.add_argument("--config-poll-s", type=_positive_float, default=2.0, help=argparse.SUPPRESS)
     run.add_argument("--control", action="store_true",
-                     help="accept add/remove control messages from WebSocket clients; keeps running until interrupted")
+                     help="accept add/remove control messages from WebSocket clients; keeps running until "
+                          "interrupted. On loopback (127.0.0.0/8, ::1, localhost) without a token any local "
+                          "client may send them; on any other --host a token is required")
+    run.add_argument("--control-token", default=None, metavar="TOKEN",
+                     help=f"with --control: every control message must carry \"token\": TOKEN (default: "
+                          f"${CONTROL_TOKEN_ENV}; empty means none). Prefer the variable: a command line is "
+                          "visible to other users of this machine")
+    run.add_argument("--control-allow-files", action="store_true",
+                     help="with --control: also let control messages add file paths and microphones "
+                          "(default: http:// and https:// sources only)")
     run.add_argument("--name", action="append", default=[],
                      help="stream id for the next SOURCE, in order (repeatable); default: derived from the source")
     run.add_argument("--model", default=None, help="ONNX model (default: the shipped model)")

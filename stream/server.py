@@ -12,7 +12,9 @@ Client messages on ``/ws``
     ``{"type": "control", "action": "add", "stream": ID, "source": SOURCE}`` and
     ``{"type": "control", "action": "remove", "stream": ID}`` add and remove
     streams while running (``genrestream run --control``); the reply is a
-    ``control_result`` to that client.
+    ``control_result`` to that client. When the server has a control token,
+    every control message carries it as ``"token"``; a missing or wrong one
+    is refused and changes nothing. The token is never echoed nor logged.
 ``/metrics``
     Prometheus metrics (the engine's registry, see :mod:`stream.metrics`).
 
@@ -22,6 +24,7 @@ are answered from ``process_request`` before any WebSocket handshake.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import mimetypes
@@ -37,6 +40,16 @@ from . import events
 log = logging.getLogger(__name__)
 
 WS_PATH = "/ws"
+
+#: The refusal for a missing, wrong or non-string token: one message for all, so as not to help guessing.
+TOKEN_REFUSED = "control: missing or wrong token"
+
+# websockets logs every frame at DEBUG (``-vv``), control messages and their
+# token included; with a token the server's connections log through this
+# logger instead, which never goes below INFO.
+# (A filter rather than a level, so that -q still silences its INFO lines.)
+_quiet_ws_log = logging.getLogger(__name__ + ".websockets")
+_quiet_ws_log.addFilter(lambda record: record.levelno >= logging.INFO)
 
 
 def _static_dir() -> Path:
@@ -73,7 +86,16 @@ class EventServer:
     on_control : async callable or None
         Handles ``{"type": "control", ...}`` messages from clients and returns
         the reply (a dict, sent back to that client only). None: control
-        messages are refused.
+        messages are refused. It is called with the request without its
+        ``"token"``; a ValueError or KeyError it raises becomes ``ok: false``
+        with the exception's text as ``detail``.
+    control_token : str or None
+        When set (non-empty), a control message is passed to ``on_control``
+        only if its ``"token"`` equals this one (compared in constant time
+        with :func:`hmac.compare_digest` on the UTF-8 bytes); otherwise the
+        reply is ``ok: false``, detail :data:`TOKEN_REFUSED`. None or ``""``:
+        no token is required. websockets' frame logging (DEBUG) is then
+        off, since frames carry the token.
 
     Raises
     ------
@@ -82,11 +104,16 @@ class EventServer:
     """
 
     def __init__(
-        self, states: events.StreamStates, host: str = "127.0.0.1", port: int = 8765, registry=None, on_control=None
+        self, states: events.StreamStates, host: str = "127.0.0.1", port: int = 8765, registry=None, on_control=None,
+        control_token: str | None = None,
     ) -> None:
+        if control_token is not None and not isinstance(control_token, str):
+            raise TypeError(f"control_token: expected a string or None, got {type(control_token).__name__}")
         self.states = states
         self.registry = registry
         self.on_control = on_control
+        # surrogatepass: a token from the environment may hold undecodable bytes (surrogateescape)
+        self._control_token = control_token.encode("utf-8", "surrogatepass") if control_token else None
         self.host = host
         self.port = port
         self.static_dir = _static_dir()
@@ -107,6 +134,7 @@ class EventServer:
             ping_interval=20,
             ping_timeout=20,
             max_size=2**16,
+            **({"logger": _quiet_ws_log} if self._control_token is not None else {}),
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
@@ -143,8 +171,18 @@ class EventServer:
         finally:
             self.clients.discard(connection)
 
+    def _token_ok(self, token: Any) -> bool:
+        if self._control_token is None:
+            return True
+        if not isinstance(token, str):
+            return False
+        return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._control_token)
+
     async def _control(self, message: str | bytes) -> dict[str, Any]:
-        """Answer one client message: ``{"type": "control", "action": ..., ...}``."""
+        """Answer one client message: ``{"type": "control", "action": ..., ...}``.
+
+        The reply echoes the request as ``"request"``, without its ``"token"``.
+        """
         try:
             request = json.loads(message)
         except (ValueError, UnicodeDecodeError):
@@ -152,10 +190,15 @@ class EventServer:
         if not isinstance(request, dict) or request.get("type") != "control":
             return {"schema": events.SCHEMA, "type": "control_result", "ok": False,
                     "detail": 'expected {"type": "control", "action": "add" | "remove", ...}'}
+        token = request.pop("token", None)
         if self.on_control is None:
             return {"schema": events.SCHEMA, "type": "control_result", "ok": False, "detail": "control is disabled"}
+        if not self._token_ok(token):
+            log.warning("control: refused a message with a missing or wrong token")
+            return {"schema": events.SCHEMA, "type": "control_result", "request": request, "ok": False,
+                    "detail": TOKEN_REFUSED}
         try:
-            reply = await self.on_control(request)
+            reply = await self.on_control(dict(request))
         except (ValueError, KeyError) as exc:
             reply = {"ok": False, "detail": str(exc)}
         return {"schema": events.SCHEMA, "type": "control_result", "request": request, **reply}

@@ -37,7 +37,7 @@ def test_config_reload_and_control_messages(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         genrestream_cmd("run", "--config", str(config), "--config-poll-s", "0.2", "--control", "--realtime",
-                        "--port", str(port)),
+                        "--control-allow-files", "--port", str(port)),  # c below is a file
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -7,10 +7,13 @@ The ONNX contract (what ``stream/model.py`` expects):
   (standardisation is inside the model);
 - output ``"probabilities"``: float32 ``[batch, n_classes]`` softmax, and
   output ``"logits"``: float32 ``[batch, n_classes]``, the pre-softmax scores;
-- ``metadata_props`` (all strings): ``labels`` (JSON list), ``sample_rate``,
-  ``window_s``, ``hop_s``, ``feature_frontend``, ``feature_frontend_version``,
-  ``feature_names`` (JSON list), ``model_name``, ``model_version``,
-  ``training_summary`` (JSON), ``silence_rms``.
+- ``metadata_props`` (all strings; :data:`stream.model.REQUIRED_METADATA`):
+  ``labels`` (JSON list), ``heads`` (JSON: the genre head's output and
+  labels), ``input_name``, ``frontend`` (JSON: name, version and every
+  parameter of :class:`stream.frontends.gtzan.GtzanFrontend`),
+  ``sample_rate``, ``window_s``, ``hop_s``, ``model_name``,
+  ``model_version``, ``licences`` (JSON), ``training_summary`` (JSON),
+  ``silence_rms``.
 
 Conversion uses :func:`tf2onnx.convert.from_function` on a ``tf.function``
 with an explicit input signature (``tf2onnx.convert.from_keras`` does not
@@ -34,7 +37,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np
 
-from stream.frontends.gtzan import FEATURE_NAMES, FRONTEND_NAME, FRONTEND_VERSION, SAMPLE_RATE
+from stream.frontends.gtzan import FEATURE_NAMES, FRONTEND_NAME, FRONTEND_VERSION, SAMPLE_RATE, GtzanFrontend
+from stream.model import REQUIRED_METADATA
 from training.data import REPO_ROOT, features_from_audio_dir, load_feature_table, shared_dir
 
 DEFAULT_ONNX_PATH = REPO_ROOT / "stream" / "models" / "gtzan_mlp.onnx"
@@ -51,19 +55,13 @@ OUTPUT_NAME = "probabilities"
 LOGITS_NAME = "logits"
 BATCH_DIM = "batch"
 
-REQUIRED_METADATA = (
-    "labels",
-    "sample_rate",
-    "window_s",
-    "hop_s",
-    "feature_frontend",
-    "feature_frontend_version",
-    "feature_names",
-    "model_name",
-    "model_version",
-    "training_summary",
-)
-"""Keys every exported model carries in ``metadata_props`` (``silence_rms`` is added when known)."""
+LICENCES = [
+    {"what": "genrestream code", "licence": "MIT", "source": "this repository"},
+    {"what": "training data: GTZAN feature tables (Tzanetakis & Cook 2002; Kaggle layout)",
+     "licence": "research use (GTZAN)", "source": "../shared/data/gtzan"},
+]
+"""What the 57-feature model is made of, recorded as metadata ``licences``."""
+
 
 
 class ExportVerificationError(RuntimeError):
@@ -90,8 +88,8 @@ def build_metadata(report: dict, silence_rms: float | None = None) -> dict[str, 
     Returns
     -------
     metadata : dict of str to str
-        The keys of :data:`REQUIRED_METADATA` (plus ``silence_rms``); lists and
-        the training summary as compact JSON.
+        The keys of :data:`stream.model.REQUIRED_METADATA` (plus
+        ``silence_rms``); lists, objects and the training summary as JSON.
 
     Raises
     ------
@@ -110,20 +108,24 @@ def build_metadata(report: dict, silence_rms: float | None = None) -> dict[str, 
             f"this checkout computes {FRONTEND_NAME} v{FRONTEND_VERSION}: retrain"
         )
     summary = report.get("summary") or training_summary(report)
+    frontend = GtzanFrontend(float(report["window_s"]))
     metadata = {
         "labels": json.dumps(list(report["labels"])),
+        "heads": json.dumps({"genre": {"output": OUTPUT_NAME, "labels": list(report["labels"])}}),
+        "input_name": INPUT_NAME,
+        "frontend": json.dumps(frontend.params(), separators=(",", ":")),
         "sample_rate": str(int(report.get("sample_rate", SAMPLE_RATE))),
         "window_s": str(float(report["window_s"])),
         "hop_s": str(float(report["hop_s"])),
-        "feature_frontend": FRONTEND_NAME,
-        "feature_frontend_version": FRONTEND_VERSION,
-        "feature_names": json.dumps(list(FEATURE_NAMES)),
+        "licences": json.dumps(LICENCES),
         "model_name": str(report["model_name"]),
         "model_version": str(report["model_version"]),
         "training_summary": json.dumps(summary, separators=(",", ":"), sort_keys=True),
     }
     if silence_rms is not None:
         metadata["silence_rms"] = format(float(silence_rms), ".6g")
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    assert not missing, f"build_metadata forgot {missing}"
     return metadata
 
 

@@ -36,16 +36,17 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 
 from . import events
-from .frontends.gtzan import FEATURE_NAMES, MIN_SAMPLES, gtzan_features
-from .frontends.gtzan_incremental import IncrementalFeatures
+from .frontends.windowing import BatchFeatures, WindowRMS
 from .metrics import EngineMetrics
-from .model import GenreModel
+from .model import CONTENT_HEAD, GENRE_HEAD, TAGS_HEAD, GenreModel
 from .ringbuffer import RingBuffer
-from .frontends.windowing import BatchFeatures
 from .smoothing import GenreSmoother, SmootherConfig
 from .sources import AudioSource, SourceError, SourceGap, SourceMetadata, SourceStatus
 
 log = logging.getLogger(__name__)
+
+TOP_TAGS = 5
+"""A prediction event carries this many of the model's tags, most probable first."""
 
 STATS_EVERY_S = 10.0
 """A prediction event carries the source's statistics once per this many seconds of stream time."""
@@ -89,13 +90,14 @@ class InferenceBatcher:
         self.batches = 0
         self.rows = 0
 
-    async def predict(self, feature_row: np.ndarray) -> np.ndarray:
-        """Queue one feature vector (shape (57,)) and wait for its probabilities (shape (n_labels,))."""
+    async def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Queue one window's model input (shape ``frontend.input_shape``) and wait for every head's
+        probabilities (head name → shape (n_labels,))."""
         if self._task is None:
             self._wakeup = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="inference-batcher")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((feature_row, future))
+        self._pending.append((x, future))
         self._wakeup.set()
         return await future
 
@@ -112,7 +114,7 @@ class InferenceBatcher:
                 continue
             try:
                 started = time.perf_counter()
-                probabilities = self.model.predict(np.stack([row for row, _ in batch]))
+                outputs = self.model.predict(np.stack([row for row, _ in batch]))
                 if self.metrics is not None:
                     self.metrics.inference_latency.observe(time.perf_counter() - started)
                     self.metrics.batch_size.observe(len(batch))
@@ -123,9 +125,9 @@ class InferenceBatcher:
                 continue
             self.batches += 1
             self.rows += len(batch)
-            for (_, future), p in zip(batch, probabilities):
+            for i, (_, future) in enumerate(batch):
                 if not future.done():
-                    future.set_result(p)
+                    future.set_result({head: values[i] for head, values in outputs.items()})
 
     async def close(self) -> None:
         if self._task is not None:
@@ -165,8 +167,10 @@ class _Stream:
         # The audio before the first window, kept only until there is one: a
         # stream that ends sooner is classified on what it had.
         self.head: RingBuffer | None = RingBuffer(info.window_length)
+        self.loudness = WindowRMS(info.window_length)  # tells silent windows, whatever the frontend
         self.base_time_s = 0.0  # stream time at which the extractor's audio began (moves on at gaps)
-        self.smoother = GenreSmoother(info.labels, engine.smoother_config)
+        self.smoother = GenreSmoother(info.labels, engine.smoother_config,
+                                      **({"content_labels": info.content_labels} if info.content_labels else {}))
         self.summary = StreamSummary(stream_id, source.spec)
         self.title = ""
         self.removed = False
@@ -185,7 +189,8 @@ class Engine:
     publishers : iterable of Publisher
         Every event goes to each of them.
     hop_s : float or None
-        Seconds between windows; None for the model's default.
+        Seconds between windows; None for the model's default. The frontend
+        may round it to its frame grid (:attr:`hop_s` is the hop in use).
     realtime : bool
         Pace file sources at playback speed (live sources are paced by nature).
     smoother_config : SmootherConfig or None
@@ -198,10 +203,11 @@ class Engine:
         this process: the feature work holds the GIL, so only processes use
         more than one core. 0 (default): threads.
     features : {"incremental", "batch"}
-        How windows get their features: :class:`stream.frontends.gtzan_incremental.IncrementalFeatures`
-        (each STFT frame once; a hop costs work in proportion to the hop) or
-        :class:`stream.frontends.windowing.BatchFeatures` (the reference: the whole
-        window every hop).
+        How windows get their model input: the frontend's incremental
+        extractor (each STFT frame once; a hop costs work in proportion to
+        the hop) or :class:`stream.frontends.windowing.BatchFeatures` (the
+        reference: the frontend's batch function on the whole window every
+        hop).
     trace_latency : bool
         Add ``window_done_monotonic_s`` (``time.monotonic()`` when the
         window's last sample was buffered; comparable across processes on one
@@ -235,13 +241,15 @@ class Engine:
     ) -> None:
         self.model = model
         info = model.info
-        self.hop_s = float(hop_s if hop_s is not None else info.hop_s)
-        if self.hop_s <= 0:
+        requested_hop_s = float(hop_s if hop_s is not None else info.hop_s)
+        if requested_hop_s <= 0:
             raise ValueError(f"hop_s: expected a positive number of seconds, got {hop_s}")
         if features not in ("incremental", "batch"):
             raise ValueError(f"features: expected 'incremental' or 'batch', got {features!r}")
         self.features = features
-        self.hop_length = max(1, int(round(self.hop_s * info.sample_rate)))
+        # The frontend may need the hop on its frame grid (log-mel: multiples of 256 samples).
+        self.hop_length = model.frontend.snap_hop(max(1, int(round(requested_hop_s * info.sample_rate))))
+        self.hop_s = self.hop_length / info.sample_rate
         self.realtime = realtime
         self.smoother_config = dataclasses.replace(smoother_config or SmootherConfig(), window_s=info.window_s)
         self.publishers = list(publishers)
@@ -326,12 +334,11 @@ class Engine:
             self._loop.call_soon_threadsafe(st.closing.set)
 
     def _make_extractor(self, stream_id: str):
-        info = self.model.info
         if self._process_pool is not None:
             return self._process_pool.extractor(stream_id)
         if self.features == "batch":
-            return BatchFeatures(info.sample_rate, info.window_s, self.hop_s)
-        return IncrementalFeatures(info.sample_rate, info.window_s, self.hop_s)
+            return BatchFeatures(self.model.frontend, self.hop_length)
+        return self.model.frontend.extractor(self.hop_length)
 
     def _start(self, st: _Stream) -> None:
         st.extractor = self._make_extractor(st.id)
@@ -386,10 +393,9 @@ class Engine:
         if self.feature_processes:
             from .procpool import FeatureProcessPool
 
-            info = self.model.info
             self._process_pool = await asyncio.get_running_loop().run_in_executor(
-                None, FeatureProcessPool, self.feature_processes, self.features, info.sample_rate, info.window_s,
-                self.hop_s,
+                None, FeatureProcessPool, self.feature_processes, self.features, self.model.frontend.params(),
+                self.hop_length,
             )
         self._batcher = InferenceBatcher(self.model, metrics=self.metrics)
         try:
@@ -569,6 +575,7 @@ class Engine:
         before = self._stream_time_s(st)
         st.base_time_s = before + max(0.0, gap.duration_s)
         st.extractor.reset()
+        st.loudness.reset()
         st.smoother.reset(st.base_time_s)
         self._status(
             st, st.summary.state,
@@ -582,29 +589,38 @@ class Engine:
         arrived_monotonic_s = time.monotonic()
         if st.head is not None:
             st.head.write(block)
+        st.loudness.push(block)
         windows = await asyncio.get_running_loop().run_in_executor(self._pool, st.extractor.push, block)
         st.summary.audio_s += block.shape[0] / self.model.info.sample_rate
-        for end_sample, feature_row in windows:
+        for end_sample, x in windows:
             st.head = None
             stream_time_s = st.base_time_s + end_sample / self.model.info.sample_rate
-            await self._classify(st, feature_row, stream_time_s, arrived_monotonic_s)
+            silent = st.loudness.rms(end_sample) < self.model.info.silence_rms
+            await self._classify(st, x, stream_time_s, arrived_monotonic_s, silent)
 
     async def _classify(
-        self, st: _Stream, feature_row: np.ndarray, stream_time_s: float, arrived_monotonic_s: float,
+        self, st: _Stream, x: np.ndarray, stream_time_s: float, arrived_monotonic_s: float, silent: bool,
         partial: bool = False,
     ) -> None:
         assert self._batcher is not None
         try:
-            probabilities = await self._batcher.predict(np.asarray(feature_row, dtype=np.float32))
+            outputs = await self._batcher.predict(np.asarray(x, dtype=np.float32))
         except Exception:  # noqa: BLE001 - skip the window, keep the stream
             log.exception("stream %s: window ending at %.2f s failed", st.id, stream_time_s)
             return
-        silent = bool(feature_row[_RMS_MEAN] < self.model.info.silence_rms)
-        step = st.smoother.update(probabilities, stream_time_s, silent=silent)
+        info = self.model.info
+        probabilities = outputs[GENRE_HEAD]
+        content = outputs.get(CONTENT_HEAD)
+        step = st.smoother.update(probabilities, stream_time_s, silent=silent,
+                                  **({"content": content} if content is not None else {}))
         st.summary.windows += 1
         st.classified_s = stream_time_s
         self.metrics.windows.labels(st.id).inc()
         extra: dict[str, Any] = {}
+        if content is not None:
+            extra["content"] = events.label_probabilities(info.content_labels, content)
+        if TAGS_HEAD in outputs:
+            extra["tags"] = events.top_labels(info.tag_labels, outputs[TAGS_HEAD], TOP_TAGS)
         if partial:
             extra["partial"] = True
         if silent:
@@ -626,6 +642,9 @@ class Engine:
             self._emit_change(st, step.change)
 
     def _emit_change(self, st: _Stream, change) -> None:
+        extra: dict[str, Any] = {}
+        if getattr(change, "content", None) is not None:
+            extra["content"] = events.label_probabilities(self.model.info.content_labels, change.content)
         self.emit(
             events.genre_change(
                 st.id,
@@ -637,22 +656,22 @@ class Engine:
                 change.onset_s,
                 change.stream_time_s,
                 self.model.info.tag,
+                **extra,
             )
         )
 
     async def _finish(self, st: _Stream) -> None:
-        """End of stream: classify a short stream on what it had; settle a pending change."""
-        sample_rate = self.model.info.sample_rate
-        if st.summary.windows == 0 and st.head is not None and len(st.head) >= max(MIN_SAMPLES, MIN_PARTIAL_S * sample_rate):
+        """End of stream: classify a short stream on what it had (padded as in training); settle a pending change."""
+        frontend = self.model.frontend
+        shortest = max(frontend.min_samples, MIN_PARTIAL_S * frontend.sample_rate)
+        if st.summary.windows == 0 and st.head is not None and len(st.head) >= shortest:
             audio = st.head.latest(len(st.head))
-            feature_row = await asyncio.get_running_loop().run_in_executor(self._pool, gtzan_features, audio, sample_rate)
-            await self._classify(st, feature_row, self._stream_time_s(st), time.monotonic(), partial=True)
+            x = await asyncio.get_running_loop().run_in_executor(self._pool, frontend.window_input, audio)
+            silent = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < self.model.info.silence_rms
+            await self._classify(st, x, self._stream_time_s(st), time.monotonic(), silent, partial=True)
         change = st.smoother.flush(self._stream_time_s(st))
         if change is not None:
             self._emit_change(st, change)
-
-
-_RMS_MEAN = FEATURE_NAMES.index("rms_mean")
 
 
 def _limit_blas_threads() -> None:

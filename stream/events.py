@@ -9,12 +9,16 @@ Types
 ``prediction``
     Every hop: stream, stream_time_s (end of the window, seconds since the
     stream started), probabilities ({label: p}), genre (top of this window),
-    smoothed (the smoother's current state), confidence (of ``smoothed``);
-    every 10 s of stream time also stats (the source's statistics).
+    smoothed (the smoother's current state: a genre, ``speech``,
+    ``unknown`` or ``silence``), confidence (of ``smoothed``); with a model
+    that has them, content ({music, speech, other: p}) and tags (the top
+    five ``[[tag, p], ...]``); every 10 s of stream time also stats (the
+    source's statistics).
 ``genre_change``
-    stream, genre, previous, confidence, probabilities, onset_s (estimated
-    stream time at which the new genre began), stream_time_s, wall_time,
-    model (``name@version``).
+    stream, genre (a genre, ``speech``, ``unknown`` or ``silence``),
+    previous, confidence, probabilities, onset_s (estimated stream time at
+    which the new state began), stream_time_s, wall_time, model
+    (``name@version``); content (averaged) with a model that has it.
 ``status``
     stream, state (one of :data:`STATES`), detail; for a gap also gap_s and
     gap_start_s.
@@ -45,11 +49,38 @@ def wall_time_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _probabilities(labels: Sequence[str], probabilities) -> dict[str, float]:
+def label_probabilities(labels: Sequence[str], probabilities) -> dict[str, float]:
+    """``{label: p}`` (rounded to 6 decimals) for probabilities in label order.
+
+    Raises
+    ------
+    ValueError
+        If ``probabilities`` is not of shape (len(labels),).
+    """
     p = np.asarray(probabilities, dtype=np.float64)
     if p.shape != (len(labels),):
         raise ValueError(f"probabilities: expected shape ({len(labels)},), got {p.shape}")
     return {label: round(float(v), 6) for label, v in zip(labels, p)}
+
+
+_probabilities = label_probabilities
+
+
+def top_labels(labels: Sequence[str], probabilities, k: int) -> list[list]:
+    """The ``k`` most probable labels, most probable first, as ``[[label, p], ...]`` (p rounded to 4 decimals).
+
+    A list rather than an object: the order is the point (JSON objects have none).
+
+    Raises
+    ------
+    ValueError
+        If ``probabilities`` is not of shape (len(labels),).
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.shape != (len(labels),):
+        raise ValueError(f"probabilities: expected shape ({len(labels)},), got {p.shape}")
+    order = np.argsort(-p, kind="stable")[: int(k)]
+    return [[labels[i], round(float(p[i]), 4)] for i in order]
 
 
 def prediction(

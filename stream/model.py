@@ -1,10 +1,17 @@
-"""The genre model at serving time: an ONNX file run by ONNX Runtime.
+"""The model at serving time: an ONNX file run by ONNX Runtime.
 
-Every setting the engine needs (labels, sample_rate, window_s, hop_s, the
-feature frontend) comes from the model's ``metadata_props``, written by
-``export/``. The execution provider is chosen once per process: CUDA when
-onnxruntime-gpu is installed *and* its CUDA libraries load, otherwise CPU,
-with one log line saying which and why.
+Every setting the engine needs (labels, heads, the frontend with every
+parameter, sample_rate, window_s, hop_s, licences) comes from the model's
+``metadata_props``, written by ``export/``; a model whose metadata lacks a
+field, or names a frontend this genrestream does not compute, is refused with
+its path and what is wrong. The execution provider is chosen once per
+process: CUDA when onnxruntime-gpu is installed *and* its CUDA libraries
+load, otherwise CPU, with one log line saying which and why.
+
+A model has one input (the frontend's, ``[batch, *input_shape]`` float32) and
+one output per head: ``genre`` (probabilities over ``labels``, required),
+``content`` (music, speech, other: optional) and ``tags`` (independent
+probabilities of a tag vocabulary: optional).
 """
 
 from __future__ import annotations
@@ -15,26 +22,88 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from .frontends import gtzan as features
+from .frontends import frontend_from_params
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "gtzan_mlp.onnx"
-INPUT_NAME = "features"
-OUTPUT_NAME = "probabilities"
+SHIPPED_MODELS: dict[str, str] = {
+    "gtzan-mlp": "gtzan_mlp.onnx",
+    "musicnn-msd": "musicnn_msd.onnx",
+}
+"""Names ``--model`` takes for the models shipped inside the package → their files in ``stream/models/``."""
+
+DEFAULT_MODEL_NAME = "gtzan-mlp"
+"""The shipped model used when none is named."""
+
+REQUIRED_METADATA = (
+    "model_name", "model_version", "labels", "heads", "input_name", "frontend", "sample_rate", "window_s", "hop_s",
+    "licences", "training_summary",
+)
+"""Keys every genrestream model carries in ``metadata_props`` (``silence_rms`` is optional)."""
+
+GENRE_HEAD, CONTENT_HEAD, TAGS_HEAD = "genre", "content", "tags"
+CONTENT_LABELS = ("music", "speech", "other")
+"""The labels a ``content`` head may have ("music" and "speech" at least)."""
+
+
+def shipped_model_path(name: str) -> Path:
+    """The file of the shipped model called ``name`` (see :data:`SHIPPED_MODELS`).
+
+    Raises
+    ------
+    KeyError
+        If no shipped model has that name.
+    """
+    return Path(str(resources.files("stream") / "models" / SHIPPED_MODELS[name]))
+
+
+def resolve_model(spec: str | os.PathLike | None = None) -> Path:
+    """The model file for a ``--model`` value: a shipped name or a path.
+
+    Parameters
+    ----------
+    spec : str or path-like or None
+        A name of :data:`SHIPPED_MODELS` or a path to an ONNX file; None for
+        ``$GENRESTREAM_MODEL`` (a name or a path) if set, else
+        :data:`DEFAULT_MODEL_NAME`.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``spec`` is neither a shipped name nor an existing file.
+    """
+    if spec is None:
+        spec = os.environ.get("GENRESTREAM_MODEL") or DEFAULT_MODEL_NAME
+    text = os.fspath(spec)
+    if text in SHIPPED_MODELS:
+        return shipped_model_path(text)
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model: {text!r} is neither a file nor a shipped model ({', '.join(sorted(SHIPPED_MODELS))})"
+        )
+    return path
 
 
 def default_model_path() -> Path:
-    """The model used when none is named: ``$GENRESTREAM_MODEL`` if set, else the
-    model shipped inside the package (``stream/models/gtzan_mlp.onnx``)."""
-    override = os.environ.get("GENRESTREAM_MODEL")
-    if override:
-        return Path(override)
-    return Path(str(resources.files("stream") / "models" / DEFAULT_MODEL))
+    """The model used when none is named (:func:`resolve_model` of None)."""
+    return resolve_model(None)
+
+
+@dataclass(frozen=True)
+class Head:
+    """One output of a model: its ONNX output name and its labels, in output order."""
+
+    output: str
+    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -46,20 +115,25 @@ class ModelInfo:
     name, version : str
         Model identity; :attr:`tag` is ``name@version``.
     labels : tuple of str
-        Genre labels, in the order of the output probabilities.
+        Genre labels, in the order of the genre head's probabilities.
+    heads : dict of str to Head
+        ``genre`` always; ``content`` and ``tags`` when the model has them.
+    input_name : str
+        The ONNX input the frontend feeds.
+    frontend : dict
+        The frontend's name, version and every parameter.
     sample_rate : int
-        Sample rate in Hz the features are computed at.
+        Sample rate in Hz the frontend works at.
     window_s : float
         Length of the analysis window in seconds.
     hop_s : float
         Default hop between windows in seconds.
-    feature_frontend, feature_frontend_version : str
-        The feature function the model was trained on.
-    feature_names : tuple of str
-        Names of the input features, in input order.
+    licences : list of dict
+        What the model is made of and under which licence (``what``,
+        ``licence``, ``source``).
     silence_rms : float
-        Mean frame RMS (the ``rms_mean`` feature; linear, full scale 1.0)
-        below which a window counts as silent.
+        Window RMS (linear, full scale 1.0) below which a window counts as
+        silent.
     training_summary : dict
         Free-form summary of the training run.
     """
@@ -67,12 +141,13 @@ class ModelInfo:
     name: str
     version: str
     labels: tuple[str, ...]
+    heads: dict[str, Head]
+    input_name: str
+    frontend: dict[str, Any]
     sample_rate: int
     window_s: float
     hop_s: float
-    feature_frontend: str
-    feature_frontend_version: str
-    feature_names: tuple[str, ...]
+    licences: list = field(default_factory=list)
     silence_rms: float = 1e-3
     training_summary: dict[str, Any] = field(default_factory=dict)
 
@@ -85,36 +160,78 @@ class ModelInfo:
         """Window length in samples."""
         return int(round(self.window_s * self.sample_rate))
 
+    @property
+    def content_labels(self) -> tuple[str, ...] | None:
+        head = self.heads.get(CONTENT_HEAD)
+        return head.labels if head is not None else None
+
+    @property
+    def tag_labels(self) -> tuple[str, ...] | None:
+        head = self.heads.get(TAGS_HEAD)
+        return head.labels if head is not None else None
+
     @classmethod
-    def from_metadata(cls, meta: dict[str, str], source: str = "model") -> "ModelInfo":
+    def from_metadata(cls, meta: Mapping[str, str], source: str = "model") -> "ModelInfo":
         """Parse ``metadata_props``.
 
         Raises
         ------
         ValueError
-            If a required key is missing or malformed; the message names ``source``.
+            If a required key (:data:`REQUIRED_METADATA`) is missing or a value
+            is malformed; the message names ``source`` and the key.
         """
-        required = ("labels", "sample_rate", "window_s", "hop_s", "feature_frontend",
-                    "feature_frontend_version", "feature_names")
-        missing = [k for k in required if k not in meta]
+        missing = [k for k in REQUIRED_METADATA if k not in meta]
         if missing:
-            raise ValueError(f"{source}: ONNX metadata_props lacks {missing}; export it with `genrestream export`")
+            raise ValueError(
+                f"{source}: ONNX metadata_props lacks {missing}; export it with this genrestream's `genrestream export`"
+            )
+        key = ""
         try:
-            return cls(
-                name=meta.get("model_name", Path(source).stem),
-                version=meta.get("model_version", "0"),
-                labels=tuple(json.loads(meta["labels"])),
+            key = "labels"
+            labels = tuple(json.loads(meta["labels"]))
+            key = "heads"
+            heads = {
+                name: Head(str(spec["output"]), tuple(str(label) for label in spec["labels"]))
+                for name, spec in json.loads(meta["heads"]).items()
+            }
+            key = "frontend"
+            frontend = json.loads(meta["frontend"])
+            if not isinstance(frontend, dict):
+                raise TypeError("expected a JSON object")
+            key = "licences"
+            licences = json.loads(meta["licences"])
+            key = "training_summary"
+            summary = json.loads(meta["training_summary"])
+            key = "sample_rate, window_s, hop_s or silence_rms"
+            info = cls(
+                name=str(meta["model_name"]),
+                version=str(meta["model_version"]),
+                labels=labels,
+                heads=heads,
+                input_name=str(meta["input_name"]),
+                frontend=frontend,
                 sample_rate=int(meta["sample_rate"]),
                 window_s=float(meta["window_s"]),
                 hop_s=float(meta["hop_s"]),
-                feature_frontend=meta["feature_frontend"],
-                feature_frontend_version=meta["feature_frontend_version"],
-                feature_names=tuple(json.loads(meta["feature_names"])),
+                licences=licences,
                 silence_rms=float(meta.get("silence_rms", 1e-3)),
-                training_summary=json.loads(meta.get("training_summary", "{}")),
+                training_summary=summary,
             )
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{source}: malformed ONNX metadata_props: {exc}") from exc
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"{source}: malformed ONNX metadata_props {key!r}: {exc}") from exc
+        if GENRE_HEAD not in heads:
+            raise ValueError(f"{source}: metadata 'heads' has no {GENRE_HEAD!r} head (has {sorted(heads)})")
+        if heads[GENRE_HEAD].labels != labels:
+            raise ValueError(f"{source}: metadata 'labels' and the genre head's labels differ")
+        content = heads.get(CONTENT_HEAD)
+        if content is not None and not ({"music", "speech"} <= set(content.labels) <= set(CONTENT_LABELS)):
+            raise ValueError(
+                f"{source}: the content head's labels {list(content.labels)} must include 'music' and 'speech' "
+                f"and be among {list(CONTENT_LABELS)}"
+            )
+        if info.sample_rate <= 0 or info.window_s <= 0 or info.hop_s <= 0:
+            raise ValueError(f"{source}: sample_rate, window_s and hop_s must be positive")
+        return info
 
 
 _PROVIDER_CACHE: list[str] | None = None
@@ -174,87 +291,118 @@ def choose_providers(model_bytes: bytes) -> list[str]:
 
 
 class GenreModel:
-    """An ONNX genre model with its metadata, ready for batched inference.
+    """An ONNX genre model with its metadata and frontend, ready for batched inference.
 
     Parameters
     ----------
-    path : str or Path or None
-        The ONNX file; None for :func:`default_model_path`.
+    path : str or path-like or None
+        A shipped model's name or an ONNX file (:func:`resolve_model`); None
+        for the default.
+    intra_op_threads : int or None
+        ONNX Runtime threads per call; None for its default (every core).
+
+    Attributes
+    ----------
+    info : ModelInfo
+    frontend : frontend object
+        Rebuilt from the metadata (:func:`stream.frontends.frontend_from_params`).
+    provider : str
+        The execution provider in use.
 
     Raises
     ------
     FileNotFoundError
-        If ``path`` does not exist.
+        If ``path`` is neither a file nor a shipped model's name.
     ValueError
-        If the file is not an ONNX model, lacks genrestream metadata, or was
-        trained on another feature frontend than :mod:`stream.frontends.gtzan`.
+        If the file is not an ONNX model, its metadata lacks a field or is
+        malformed, it names a frontend (or frontend parameters) this
+        genrestream does not compute, or its inputs and outputs do not match
+        its metadata. Every message names the path.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
+    def __init__(self, path: str | os.PathLike | None = None, intra_op_threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        self.path = Path(path) if path is not None else default_model_path()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"model: no such file {self.path}")
+        self.path = resolve_model(path)
         model_bytes = self.path.read_bytes()
         providers = choose_providers(model_bytes)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if intra_op_threads:
+            options.intra_op_num_threads = int(intra_op_threads)
         try:
             self.session = ort.InferenceSession(model_bytes, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"model: {self.path} is not a loadable ONNX model: {exc}") from exc
         self.provider = self.session.get_providers()[0]
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = ModelInfo.from_metadata(dict(meta), source=str(self.path))
-        info = self.info
-        if (info.feature_frontend, info.feature_frontend_version) != (
-            features.FRONTEND_NAME,
-            features.FRONTEND_VERSION,
+        source = str(self.path)
+        self.info = info = ModelInfo.from_metadata(dict(meta), source=source)
+        self.frontend = frontend_from_params(info.frontend, source=source)
+        if info.sample_rate != self.frontend.sample_rate:
+            raise ValueError(
+                f"model: {source} says sample_rate {info.sample_rate}, its frontend works at {self.frontend.sample_rate}"
+            )
+        if abs(info.window_length - self.frontend.window_length) > 1:
+            raise ValueError(
+                f"model: {source} says window_s {info.window_s}, its frontend's window is "
+                f"{self.frontend.window_length / self.frontend.sample_rate} s"
+            )
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if info.input_name not in inputs or info.input_name != self.frontend.input_name:
+            raise ValueError(
+                f"model: {source} has no input {self.frontend.input_name!r} for its frontend (has {sorted(inputs)})"
+            )
+        shape = list(inputs[info.input_name].shape)[1:]
+        if len(shape) != len(self.frontend.input_shape) or any(
+            isinstance(d, int) and d != e for d, e in zip(shape, self.frontend.input_shape)
         ):
             raise ValueError(
-                f"model: {self.path} was trained on features {info.feature_frontend} "
-                f"v{info.feature_frontend_version}, this genrestream computes "
-                f"{features.FRONTEND_NAME} v{features.FRONTEND_VERSION}"
+                f"model: {source} input {info.input_name!r} has shape [batch, {shape}], its frontend gives "
+                f"{list(self.frontend.input_shape)}"
             )
-        if info.feature_names != features.FEATURE_NAMES:
-            raise ValueError(f"model: {self.path} expects other feature names than stream.frontends.gtzan")
-        if info.sample_rate != features.SAMPLE_RATE:
-            raise ValueError(
-                f"model: {self.path} says sample_rate {info.sample_rate}, features are defined at {features.SAMPLE_RATE}"
-            )
-        inputs = {i.name for i in self.session.get_inputs()}
-        if INPUT_NAME not in inputs:
-            raise ValueError(f"model: {self.path} has no input named {INPUT_NAME!r} (has {sorted(inputs)})")
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        for name, head in info.heads.items():
+            if head.output not in outputs:
+                raise ValueError(f"model: {source} has no output {head.output!r} for its {name} head")
+            last = outputs[head.output].shape[-1]
+            if isinstance(last, int) and last != len(head.labels):
+                raise ValueError(
+                    f"model: {source} output {head.output!r} has {last} values, its {name} head {len(head.labels)} labels"
+                )
+        self._head_names = list(info.heads)
+        self._output_names = [info.heads[name].output for name in self._head_names]
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """Genre labels, in the order of the genre head's probabilities."""
         return self.info.labels
 
-    def predict(self, feature_rows: np.ndarray) -> np.ndarray:
-        """Genre probabilities for a batch of feature vectors.
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every head's probabilities for a batch of windows.
 
         Parameters
         ----------
-        feature_rows : np.ndarray [shape=(batch, 57)]
-            Raw features from :func:`stream.frontends.gtzan.gtzan_features` (the
-            model standardises them itself).
+        x : np.ndarray [shape=(batch, *frontend.input_shape)]
+            The frontend's model inputs (the 57 raw GTZAN features, or log-mel
+            patches of shape (187, 96)); cast to float32.
 
         Returns
         -------
-        probabilities : np.ndarray [shape=(batch, n_labels), dtype=float32]
+        dict of str to np.ndarray [shape=(batch, n_labels), dtype=float32]
+            By head name (``genre``, and ``content`` and ``tags`` when the
+            model has them).
 
         Raises
         ------
         ValueError
-            If ``feature_rows`` is not of shape (batch, 57).
+            If ``x`` is not of shape (batch, *input_shape).
         """
-        x = np.asarray(feature_rows, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != len(self.info.feature_names):
-            raise ValueError(
-                f"feature_rows: expected shape (batch, {len(self.info.feature_names)}), got {x.shape}"
-            )
+        x = np.asarray(x, dtype=np.float32)
+        expected = tuple(self.frontend.input_shape)
+        if x.ndim != 1 + len(expected) or x.shape[1:] != expected:
+            raise ValueError(f"x: expected shape (batch, {', '.join(map(str, expected))}), got {x.shape}")
         if x.shape[0] == 0:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        (probabilities,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})
-        return probabilities
+            return {name: np.zeros((0, len(self.info.heads[name].labels)), dtype=np.float32) for name in self._head_names}
+        results = self.session.run(self._output_names, {self.info.input_name: x})
+        return dict(zip(self._head_names, results))

@@ -28,7 +28,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _worker(conn, kind: str, sample_rate: int, window_s: float, hop_s: float) -> None:
+def _worker(conn, kind: str, frontend_params: dict, hop_length: int) -> None:
     """Worker process: a dict of extractors, driven by (op, request, stream, payload) messages."""
     try:
         from threadpoolctl import threadpool_limits
@@ -36,10 +36,13 @@ def _worker(conn, kind: str, sample_rate: int, window_s: float, hop_s: float) ->
         threadpool_limits(limits=1)
     except ImportError:
         pass
-    if kind == "batch":
-        from stream.frontends.windowing import BatchFeatures as Extractor
-    else:
-        from stream.frontends.gtzan_incremental import IncrementalFeatures as Extractor
+    from stream.frontends import frontend_from_params
+    from stream.frontends.windowing import BatchFeatures
+
+    frontend = frontend_from_params(frontend_params)
+
+    def make_extractor():
+        return BatchFeatures(frontend, hop_length) if kind == "batch" else frontend.extractor(hop_length)
     extractors: dict[str, Any] = {}
     while True:
         try:
@@ -53,7 +56,7 @@ def _worker(conn, kind: str, sample_rate: int, window_s: float, hop_s: float) ->
             if op == "push":
                 extractor = extractors.get(stream_id)
                 if extractor is None:
-                    extractor = extractors[stream_id] = Extractor(sample_rate, window_s, hop_s)
+                    extractor = extractors[stream_id] = make_extractor()
                 # plain tuples: what a local extractor's push returns, and picklable
                 result: Any = [(int(end), np.asarray(features)) for end, features in extractor.push(payload)]
             elif op == "reset":
@@ -181,8 +184,10 @@ class FeatureProcessPool:
         Worker processes; one per core is the useful number.
     kind : {"incremental", "batch"}
         Which extractor the workers run.
-    sample_rate : int
-    window_s, hop_s : float
+    frontend_params : dict
+        The model's frontend (``frontend.params()``), rebuilt in each worker.
+    hop_length : int
+        Samples between window ends.
 
     Raises
     ------
@@ -190,13 +195,13 @@ class FeatureProcessPool:
         If ``processes`` < 1 or ``kind`` is unknown.
     """
 
-    def __init__(self, processes: int, kind: str, sample_rate: int, window_s: float, hop_s: float) -> None:
+    def __init__(self, processes: int, kind: str, frontend_params: dict, hop_length: int) -> None:
         if int(processes) < 1:
             raise ValueError(f"processes: expected at least 1, got {processes}")
         if kind not in ("incremental", "batch"):
             raise ValueError(f"kind: expected 'incremental' or 'batch', got {kind!r}")
         context = mp.get_context("spawn")
-        args = (kind, int(sample_rate), float(window_s), float(hop_s))
+        args = (kind, dict(frontend_params), int(hop_length))
         self._workers = [_Worker(context, i, args) for i in range(int(processes))]
         self._counter = itertools.count()
         self._counter_lock = threading.Lock()

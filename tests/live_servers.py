@@ -485,56 +485,16 @@ class EngineRun:
         assert not self._thread.is_alive(), "the engine did not stop"
 
 
-def stand_in_model(path: Path) -> Path:
-    """The shipped model if present, else an ONNX stand-in with genrestream's metadata.
+def stand_in_model(path: Path | None = None) -> Path:
+    """The light shipped model (``gtzan-mlp``, about 10 ms of CPU a window).
 
     The live tests are about sources, gaps and events, not about which genre
-    wins: a stand-in (a fixed random linear layer and a softmax over the ten
-    GTZAN labels) lets them run while the shipped model is being trained.
+    wins, so they run the cheapest real model whatever the default is.
+    ``path`` is not used (it named a generated stand-in once).
     """
-    from stream.model import default_model_path
+    from stream.model import shipped_model_path
 
-    shipped = default_model_path()
-    if shipped.is_file():
-        return shipped
-    if path.exists():
-        return path
-    import json
-
-    import onnx
-    from onnx import TensorProto, helper
-
-    from stream.frontends import gtzan as features
-
-    labels = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
-    rng = np.random.default_rng(3)
-    n = len(features.FEATURE_NAMES)
-    scale = helper.make_tensor("scale", TensorProto.FLOAT, [n],
-                               (1.0 / (np.abs(rng.normal(size=n)) * 100 + 1)).astype(np.float32).tolist())
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [n, len(labels)],
-                                 rng.normal(size=(n, len(labels))).astype(np.float32).ravel().tolist())
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["features", "scale"], ["scaled"]),
-         helper.make_node("MatMul", ["scaled", "w"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
-        "stand_in",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", n])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)])],
-        initializer=[scale, weights],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    meta = {
-        "model_name": "stand-in", "model_version": "0", "labels": json.dumps(labels),
-        "sample_rate": str(features.SAMPLE_RATE), "window_s": "10.0", "hop_s": "1.0",
-        "feature_frontend": features.FRONTEND_NAME, "feature_frontend_version": features.FRONTEND_VERSION,
-        "feature_names": json.dumps(list(features.FEATURE_NAMES)), "silence_rms": "0.001",
-    }
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, path)
-    return path
+    return shipped_model_path("gtzan-mlp")
 
 
 __all__ = ["RadioServer", "Stream", "LiveHLS", "Icecast", "EngineRun", "encode", "icy_block", "stand_in_model", "REPO"]

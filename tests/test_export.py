@@ -22,16 +22,27 @@ PARITY = gtzan_table_path("parity_rows.csv")
 
 REQUIRED_KEYS = (
     "labels",
+    "heads",
+    "input_name",
+    "frontend",
     "sample_rate",
     "window_s",
     "hop_s",
-    "feature_frontend",
-    "feature_frontend_version",
-    "feature_names",
+    "licences",
     "model_name",
     "model_version",
     "training_summary",
 )
+
+
+def _check_frontend(meta):
+    frontend = json.loads(meta["frontend"])
+    assert frontend["name"] == FRONTEND_NAME and frontend["version"] == FRONTEND_VERSION
+    assert tuple(frontend["feature_names"]) == FEATURE_NAMES
+    assert (frontend["sample_rate"], frontend["n_fft"], frontend["hop_length"], frontend["n_mfcc"]) == (22050, 2048, 512, 20)
+    assert meta["input_name"] == "features"
+    assert json.loads(meta["heads"]) == {"genre": {"output": "probabilities", "labels": list(GTZAN_GENRES)}}
+    assert any("GTZAN" in entry["what"] for entry in json.loads(meta["licences"]))
 
 
 def _shipped_path():
@@ -126,9 +137,8 @@ def test_metadata_present_and_parseable(trained, exported):
     for key in REQUIRED_KEYS:
         assert key in meta, key
     assert json.loads(meta["labels"]) == list(GTZAN_GENRES)
-    assert json.loads(meta["feature_names"]) == list(FEATURE_NAMES)
+    _check_frontend(meta)
     assert meta["sample_rate"] == "22050" and meta["window_s"] == "10.0" and meta["hop_s"] == "1.0"
-    assert meta["feature_frontend"] == FRONTEND_NAME and meta["feature_frontend_version"] == FRONTEND_VERSION
     assert meta["model_name"] == "gtzan-mlp" and meta["model_version"] == "1"
     summary = json.loads(meta["training_summary"])
     assert summary["epochs"] == 2 and summary["rows"] == 2694 and summary["seed"] == 0
@@ -183,10 +193,8 @@ def test_shipped_model_loads_with_contract_metadata():
     meta = session.get_modelmeta().custom_metadata_map
     for key in REQUIRED_KEYS:
         assert key in meta, key
-    assert tuple(json.loads(meta["feature_names"])) == FEATURE_NAMES
+    _check_frontend(meta)
     assert json.loads(meta["labels"]) == list(GTZAN_GENRES)
-    assert meta["feature_frontend"] == FRONTEND_NAME
-    assert meta["feature_frontend_version"] == FRONTEND_VERSION
     assert (meta["sample_rate"], meta["window_s"], meta["hop_s"]) == ("22050", "10.0", "1.0")
     summary = json.loads(meta["training_summary"])
     assert summary["table"] == "features_10_sec.csv" and summary["rows"] == 2694

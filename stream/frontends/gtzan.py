@@ -160,3 +160,107 @@ def gtzan_features(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     for row in mfcc:
         values.extend(_mean_var(row))
     return np.asarray(values, dtype=np.float64)
+
+
+class GtzanFrontend:
+    """The 57 GTZAN features as an engine frontend (see :mod:`stream.frontends`).
+
+    Parameters
+    ----------
+    window_s : float > 0
+        Window length in seconds (the shipped model: 10 s, the tables' segments).
+
+    Attributes
+    ----------
+    name, version : str
+        :data:`FRONTEND_NAME`, :data:`FRONTEND_VERSION`.
+    sample_rate : int
+        22050 Hz.
+    window_length : int
+        Samples per window.
+    input_name : str
+        The ONNX input this frontend feeds: ``"features"``.
+    input_shape : tuple of int
+        Shape of one window's model input: ``(57,)``.
+    min_samples : int
+        Shortest audio :meth:`window_input` takes (``n_fft``, 2048 samples).
+
+    Raises
+    ------
+    ValueError
+        If ``window_s`` is not positive.
+    """
+
+    name = FRONTEND_NAME
+    version = FRONTEND_VERSION
+    sample_rate = SAMPLE_RATE
+    input_name = "features"
+    input_shape = (N_FEATURES,)
+    min_samples = MIN_SAMPLES
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s: expected a positive number of seconds, got {window_s}")
+        self.window_s = float(window_s)
+        self.window_length = int(round(self.window_s * SAMPLE_RATE))
+
+    def params(self) -> dict:
+        """Every parameter, JSON-ready, for the model's metadata (``frontend``)."""
+        return {
+            "name": self.name, "version": self.version, "sample_rate": SAMPLE_RATE, "window_s": self.window_s,
+            "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mfcc": N_MFCC, "center": True,
+            "feature_names": list(FEATURE_NAMES),
+        }
+
+    @classmethod
+    def from_params(cls, params: dict) -> "GtzanFrontend":
+        """The frontend a model's metadata describes.
+
+        Raises
+        ------
+        ValueError
+            If a parameter (the version included) is missing or differs from
+            what this code computes; the message names the parameter.
+        """
+        reference = cls(float(params.get("window_s", 10.0))).params()
+        check_params(params, reference)
+        return cls(reference["window_s"])
+
+    def snap_hop(self, hop_length: int) -> int:
+        """Any hop of at least one sample works: the windows end exactly where asked."""
+        return max(1, int(hop_length))
+
+    def window_input(self, y: np.ndarray) -> np.ndarray:
+        """The model input of one window: :func:`gtzan_features` (any length >= ``min_samples``)."""
+        return gtzan_features(y, SAMPLE_RATE)
+
+    def extractor(self, hop_length: int):
+        """A per-stream :class:`stream.frontends.gtzan_incremental.IncrementalFeatures`."""
+        from .gtzan_incremental import IncrementalFeatures
+
+        return IncrementalFeatures(SAMPLE_RATE, self.window_s, self.snap_hop(hop_length) / SAMPLE_RATE)
+
+
+def check_params(params: dict, reference: dict) -> None:
+    """Refuse frontend parameters that differ from ``reference``, what this code computes.
+
+    Raises
+    ------
+    ValueError
+        Naming the first missing or differing parameter.
+    """
+    missing = sorted(k for k in reference if k not in params)
+    if missing:
+        raise ValueError(f"the model's frontend metadata lacks {missing}")
+    for key, expected in reference.items():
+        given = params[key]
+        if isinstance(expected, float) and isinstance(given, (int, float)):
+            same = abs(float(given) - expected) <= 1e-9 * max(1.0, abs(expected))
+        else:
+            same = given == expected
+        if not same:
+            shown = given if not isinstance(given, list) or len(given) < 8 else f"a list of {len(given)}"
+            raise ValueError(
+                f"frontend {reference['name']} parameter {key}={shown!r}, but this genrestream computes "
+                f"{key}={expected if not isinstance(expected, list) or len(expected) < 8 else 'another list'!r}"
+            )

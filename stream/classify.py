@@ -129,20 +129,22 @@ def classify_files(
     -------
     list of dict
         One per file, in order: see :func:`summarise`; a file that failed has
-        ``"error"`` (the reason), ``"genre": None`` and no segments.
+        ``"error"`` (the reason), ``"genre": None`` and no segments. A file
+        with damaged packets (skipped) has ``"decode_errors"``, their count.
     """
     model = model or GenreModel()
     collector = CollectingPublisher()
     engine = Engine(model, [collector], hop_s=hop_s, smoother_config=smoother_config)
-    ids = []
+    ids, sources = [], []
     for i, f in enumerate(files):
-        ids.append(engine.add(AVSource(str(f)), f"file{i}"))
+        sources.append(AVSource(str(f)))
+        ids.append(engine.add(sources[-1], f"file{i}"))
     summaries = asyncio.run(engine.run())
     by_stream: dict[str, list] = {sid: [] for sid in ids}
     for event in collector.events:
         by_stream[event["stream"]].append(event)
     results = []
-    for f, sid in zip(files, ids):
+    for f, sid, source in zip(files, ids, sources):
         summary = summaries[sid]
         if summary.state == "failed":
             results.append(
@@ -158,6 +160,8 @@ def classify_files(
             results.append(
                 summarise(str(f), model.labels, by_stream[sid], summary.audio_s, model.info.window_s)
             )
+        if source.stats.decode_errors:  # damage skipped: the result stands on the rest
+            results[-1]["decode_errors"] = source.stats.decode_errors
     return results
 
 

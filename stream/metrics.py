@@ -18,8 +18,10 @@ Metrics
 ``genrestream_publish_latency_seconds{publisher}``
     Event queued → sent, for publishers that queue (Redis).
 ``genrestream_buffer_overflows_total{stream}``, ``genrestream_reconnects_total{stream}``,
-``genrestream_source_bytes_total{stream}``, ``genrestream_source_seconds_decoded_total{stream}``
-    From each source's statistics, read at scrape time.
+``genrestream_source_bytes_total{stream}``, ``genrestream_source_seconds_decoded_total{stream}``,
+``genrestream_decode_errors_total{stream}``
+    From each source's statistics, read at scrape time (decode errors: damaged
+    packets skipped and demuxer errors read past).
 ``genrestream_streams``
     Streams running.
 """
@@ -46,14 +48,18 @@ class _SourceStatsCollector:
         reconnects = CounterMetricFamily("genrestream_reconnects", "Reconnections of the source", labels=["stream"])
         bytes_read = CounterMetricFamily("genrestream_source_bytes", "Bytes read from the source", labels=["stream"])
         decoded = CounterMetricFamily("genrestream_source_seconds_decoded", "Seconds of audio decoded", labels=["stream"])
+        decode_errors = CounterMetricFamily(
+            "genrestream_decode_errors", "Damaged packets skipped and demuxer errors read past", labels=["stream"]
+        )
         lag = GaugeMetricFamily("genrestream_stream_lag_seconds", "Audio received but not yet classified, in seconds", labels=["stream"])
         for stream_id, stats, lag_s in self._streams():
             overflows.add_metric([stream_id], stats.overflows)
             reconnects.add_metric([stream_id], stats.reconnects)
             bytes_read.add_metric([stream_id], stats.bytes_read)
             decoded.add_metric([stream_id], stats.seconds_decoded)
+            decode_errors.add_metric([stream_id], stats.decode_errors)
             lag.add_metric([stream_id], lag_s)
-        yield from (overflows, reconnects, bytes_read, decoded, lag)
+        yield from (overflows, reconnects, bytes_read, decoded, decode_errors, lag)
 
 
 class EngineMetrics:

@@ -79,6 +79,9 @@ class SourceStats:
     overflows : int
         Input blocks lost by a microphone (PortAudio overflow, or the hand-over
         queue full because the engine fell behind).
+    decode_errors : int
+        Damage skipped: packets that failed to decode, and errors of the
+        demuxer after which reading went on (see :mod:`stream.sources.decode`).
     last_error : str
         The reason of the last failure, drop or stall ("" if none yet).
     title : str
@@ -89,6 +92,7 @@ class SourceStats:
     seconds_decoded: float = 0.0
     reconnects: int = 0
     overflows: int = 0
+    decode_errors: int = 0
     last_error: str = ""
     title: str = ""
 
@@ -98,6 +102,7 @@ class SourceStats:
             "seconds_decoded": round(self.seconds_decoded, 3),
             "reconnects": self.reconnects,
             "overflows": self.overflows,
+            "decode_errors": self.decode_errors,
             "last_error": self.last_error,
             "title": self.title,
         }
@@ -130,6 +135,8 @@ def describe_av_error(exc: BaseException) -> str:
         return "unsupported codec: FFmpeg has no decoder for it"
     if isinstance(exc, av.error.InvalidDataError):
         return "not audio: FFmpeg found no decodable audio in it (invalid data)"
+    if isinstance(exc, EOFError):  # FFmpeg's AVERROR_EOF before it found a stream
+        return "not audio: the data ended before FFmpeg found audio in it"
     if isinstance(exc, TimeoutError) or getattr(exc, "errno", None) == errno.ETIMEDOUT:
         return "timed out"
     return f"{type(exc).__name__}: {text}"

@@ -56,7 +56,7 @@ import numpy as np
 from . import playlist as pl
 from .icy import ClosedError, FetchError, HTTPResponse, IcyDemuxer, http_get, parse_stream_title
 from .base import AudioSource, SourceError, SourceGap, SourceMetadata, SourceStatus, describe_av_error
-from .decode import AudioDecoder
+from .decode import AudioDecoder, describe_damage
 from .reconnect import ReconnectPolicy
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ MAX_UNDECODABLE_BYTES = 1024 * 1024
 """Bytes read without a decodable audio frame after which a stream is "not audio" (at the start) or stalled."""
 
 MAX_BAD_PACKETS = 50
-"""Packets in a row that fail to decode (and are skipped) before the connection is dropped."""
+"""Packets in a row that fail to decode (each skipped and counted in ``stats.decode_errors``) before the connection is dropped."""
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 
@@ -372,7 +372,7 @@ class HTTPSource(AudioSource):
                 announced = False
                 last_stats = time.monotonic()
                 try:
-                    for packet in container.demux(stream):
+                    for packet in decoder.packets(container, stream):
                         if self._closed.is_set():
                             raise _Closed()
                         if pipe.titles:
@@ -391,9 +391,13 @@ class HTTPSource(AudioSource):
                             last_stats = time.monotonic()
                             yield SourceStatus("playing", self._describe(response, stream))
                 except av.error.FFmpegError as exc:
-                    raise SourceError(self.spec, f"decoding failed: {describe_av_error(exc)}") from exc
+                    if decoder.frames == 0 and not self._played_here:
+                        raise SourceError(
+                            self.spec, f"not audio: FFmpeg could not read audio from it ({describe_damage(exc)})"
+                        ) from exc
+                    raise SourceError(self.spec, f"decoding failed: {describe_damage(exc)}") from exc
                 if decoder.frames == 0 and not self._played_here:
-                    raise SourceError(self.spec, "not audio: no audio frames decoded")
+                    raise SourceError(self.spec, decoder.not_audio_reason())
                 for _, title in pipe.titles:
                     yield from self._title_items(title)
                 if response.content_length is not None and response.complete:
@@ -465,7 +469,7 @@ class HTTPSource(AudioSource):
             last_stats = time.monotonic()
             detail = f"HLS {stream.codec_context.name} {stream.sample_rate} Hz {stream.channels} ch"
             try:
-                for packet in container.demux(stream):
+                for packet in decoder.packets(container, stream):
                     if self._closed.is_set():
                         raise _Closed()
                     for block in decoder.decode(packet):

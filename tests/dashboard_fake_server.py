@@ -24,7 +24,7 @@ import threading
 from collections import defaultdict
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -65,9 +65,19 @@ def probabilities(top: str, p: float = 0.8) -> dict[str, float]:
     return {label: (p if label == top else rest) for label in GTZAN_LABELS}
 
 
+def content_probabilities(speech: float, other: float = 0.05) -> dict[str, float]:
+    """A content head's output ({music, speech, other}: p) with ``speech`` and ``other``, music the rest."""
+    if not (0.0 <= speech and 0.0 <= other and speech + other <= 1.0):
+        raise ValueError(f"speech, other: expected non-negative with a sum <= 1, got {speech}, {other}")
+    return {"music": round(1.0 - speech - other, 6), "speech": speech, "other": other}
+
+
 def prediction(stream: str, t: float, smoothed: str, *, genre: str | None = None,
                confidence: float = 0.8, title: str | None = None,
-               probs: Mapping[str, float] | None = None) -> dict[str, Any]:
+               probs: Mapping[str, float] | None = None,
+               content: Mapping[str, float] | None = None,
+               tags: Sequence[tuple[str, float]] | None = None) -> dict[str, Any]:
+    """A ``prediction`` event; ``content`` and ``tags`` (``[(tag, p), ...]``) as the new default model sends them."""
     top = genre or (smoothed if smoothed in GTZAN_LABELS else "rock")
     event: dict[str, Any] = {
         "schema": 1, "type": "prediction", "stream": stream, "stream_time_s": float(t),
@@ -76,17 +86,25 @@ def prediction(stream: str, t: float, smoothed: str, *, genre: str | None = None
     }
     if title is not None:
         event["title"] = title
+    if content is not None:
+        event["content"] = dict(content)
+    if tags is not None:
+        event["tags"] = [[tag, p] for tag, p in tags]   # JSON has no tuples: a list of [tag, p] pairs
     return event
 
 
 def genre_change(stream: str, t: float, genre: str, previous: str, *, onset_s: float | None = None,
-                 confidence: float = 0.7) -> dict[str, Any]:
-    return {
+                 confidence: float = 0.7, content: Mapping[str, float] | None = None,
+                 model: str = "gtzan-mlp@1") -> dict[str, Any]:
+    event: dict[str, Any] = {
         "schema": 1, "type": "genre_change", "stream": stream, "genre": genre, "previous": previous,
         "confidence": confidence, "probabilities": probabilities(genre, confidence),
         "onset_s": float(t - 8.5 if onset_s is None else onset_s), "stream_time_s": float(t),
-        "wall_time": _wall(t), "model": "gtzan-mlp@1",
+        "wall_time": _wall(t), "model": model,
     }
+    if content is not None:
+        event["content"] = dict(content)
+    return event
 
 
 def status(stream: str, state: str, detail: str = "", *, source: str | None = None,

@@ -5,7 +5,9 @@ WebSocket at /ws on one free loopback port, like genrestream's real server, and
 sends scripted events in the real schema. Playwright drives Debian's Chromium.
 
 Run:  .venv/bin/python -m pytest tests/test_dashboard_browser.py -q
-Writes a screenshot of a realistic scene to /tmp/dashboard.png.
+Writes a screenshot of a realistic scene to /tmp/dashboard.png, and of two of
+its cards (tags and speech in the timeline; the speech state) to
+/tmp/dashboard_card_tags.png and /tmp/dashboard_card_speech.png.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SCREENSHOT = Path("/tmp/dashboard.png")
+CARD_SCREENSHOTS = {"radio1": Path("/tmp/dashboard_card_tags.png"),
+                    "talk-am": Path("/tmp/dashboard_card_speech.png")}
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
@@ -41,7 +45,7 @@ from dashboard import STATIC_DIR  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dashboard_fake_server import (  # noqa: E402
-    FakeDashboardServer, genre_change, prediction, probabilities, status,
+    FakeDashboardServer, content_probabilities, genre_change, prediction, probabilities, status,
 )
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -303,7 +307,7 @@ def test_event_text_is_escaped(watched, server):
         detail: c.querySelector('.detail').textContent,
         stats: c.querySelector('.stats').textContent,
         label: c.querySelector('.prob .label').textContent,
-        injected: c.querySelectorAll('img, b, i, u, svg, script').length,
+        injected: c.querySelectorAll('img, b, i, u, svg:not(.talk-icon), script').length,
     })""")
     assert texts == {
         "stream": evil, "name": evil, "genre": "<u>genre</u>", "title": '<b>bold</b> & "quotes"',
@@ -410,6 +414,185 @@ def test_hundred_streams_and_history_is_capped(watched, server):
     watched.assert_clean()
 
 
+MUSIC = content_probabilities(0.04, 0.03)
+TALK = content_probabilities(0.91, 0.04)
+TAGS = [("electronic", 0.71), ("dance", 0.55), ("House", 0.31), ("techno", 0.2), ("ambient", 0.1)]
+
+
+def card_texts(page: Page, stream: str, inner: str) -> list[str]:
+    return card(page, stream).locator(inner).evaluate_all("els => els.map(e => e.textContent)")
+
+
+def test_speech_is_drawn_as_speech(watched, server):
+    page = open_dashboard(watched, server)
+    server.send(status("talk1", "playing", "ok"),
+                *[prediction("talk1", t, "rock", confidence=0.8, content=MUSIC, tags=TAGS) for t in range(1, 6)])
+    wait_count(page, card_sel("talk1", ".timeline .seg"), 5)
+    c = card(page, "talk1")
+    expect(c.locator(".genre")).to_have_text("rock")
+    expect(c).not_to_have_class(re.compile(r"\bspeech\b"))
+    expect(c.locator(".talk-icon")).to_be_hidden()
+
+    # music -> speech: the smoother says speech, this window's top genre is still hiphop.
+    server.send(genre_change("talk1", 6.0, "speech", "rock", onset_s=5.0, confidence=0.88, content=TALK),
+                *[prediction("talk1", t, "speech", genre="hiphop", confidence=0.9, content=TALK, tags=TAGS)
+                  for t in range(6, 11)])
+    wait_count(page, card_sel("talk1", ".timeline .seg"), 10)
+    expect(c.locator(".genre")).to_have_text("speech")
+    expect(c.locator(".genre")).to_have_attribute("data-genre", "speech")
+    expect(c).to_have_class(re.compile(r"\bspeech\b"))
+    expect(c.locator(".talk-icon")).to_be_visible()
+    expect(c.locator(".badge")).to_have_attribute("title", re.compile("speech"))
+    expect(c.locator(".confidence")).to_have_text("90%")
+    expect(c.locator(".timeline .marker")).to_have_attribute("title", re.compile("rock → speech"))
+    expect(c.locator('.timeline .seg[data-genre="speech"]')).to_have_count(5)
+    # The content bars say why: speech on top, as text.
+    expect(c.locator(".content")).to_be_visible()
+    assert card_texts(page, "talk1", ".content .c-item") == ["music 5%", "speech 91%", "other 4%"]
+    expect(c.locator(".content .c-item.top")).to_have_attribute("data-label", "speech")
+    # The legend names speech, next to the other non-genres.
+    legend = page.locator("#legend .legend-item").evaluate_all("els => els.map(e => e.textContent)")
+    assert legend[-3:] == ["speech", "unknown", "silence"], legend
+
+    # speech -> music again.
+    server.send(genre_change("talk1", 11.0, "rock", "speech", onset_s=10.5, confidence=0.7, content=MUSIC),
+                *[prediction("talk1", t, "rock", confidence=0.85, content=MUSIC, tags=TAGS) for t in range(11, 14)])
+    wait_count(page, card_sel("talk1", ".timeline .seg"), 13)
+    expect(c.locator(".genre")).to_have_text("rock")
+    expect(c).not_to_have_class(re.compile(r"\bspeech\b"))
+    expect(c.locator(".talk-icon")).to_be_hidden()
+    expect(c.locator(".content .c-item.top")).to_have_attribute("data-label", "music")
+    order = segments(page, "talk1").evaluate_all("els => els.map(e => e.dataset.genre)")
+    assert order == ["rock"] * 5 + ["speech"] * 5 + ["rock"] * 3, order
+
+    # Speech differs from music by shape (a narrower band) and colour, not colour alone,
+    # and its colour matches the legend's.
+    geo = c.evaluate("""c => {
+        const segs = [...c.querySelectorAll('.timeline .seg')];
+        const box = e => e.getBoundingClientRect();
+        const bg = e => getComputedStyle(e).backgroundColor;
+        const sw = g => document.querySelector(`#legend .legend-item[data-genre="${g}"] .legend-swatch`);
+        return {musicH: box(segs[0]).height, speechH: box(segs[6]).height,
+                music: bg(segs[0]), speech: bg(segs[6]), legendSpeech: bg(sw("speech")),
+                unknown: bg(sw("unknown")), silence: bg(sw("silence"))};
+    }""")
+    assert geo["speechH"] < 0.7 * geo["musicH"], geo
+    assert geo["speech"] == geo["legendSpeech"], geo
+    assert len({geo["music"], geo["speech"], geo["unknown"], geo["silence"]}) == 4, geo
+    watched.assert_clean()
+
+
+def test_top_tags_are_shown_in_order_and_follow_predictions(watched, server):
+    page = open_dashboard(watched, server)
+    server.send(status("club", "playing", "ok"), prediction("club", 1.0, "disco", content=MUSIC, tags=TAGS))
+    wait_count(page, card_sel("club", ".tags .tag"), 5)
+    c = card(page, "club")
+    expect(c.locator(".tags-box")).to_be_visible()
+    assert card_texts(page, "club", ".tags .tag") == [
+        "electronic 71%", "dance 55%", "House 31%", "techno 20%", "ambient 10%"]
+    tags = c.locator(".tags .tag").evaluate_all("els => els.map(e => e.dataset.tag)")
+    assert tags == ["electronic", "dance", "House", "techno", "ambient"]
+    # Each chip's bar is as long as its probability.
+    ratios = c.locator(".tags .tag").evaluate_all(
+        "els => els.map(e => e.querySelector('.tag-fill').getBoundingClientRect().width / e.getBoundingClientRect().width)")
+    for got, (_, p) in zip(ratios, TAGS):
+        assert abs(got - p) < 0.02, (ratios, TAGS)
+    expect(c.locator(".tags")).to_have_attribute("aria-label", re.compile("tags", re.IGNORECASE))
+
+    # The next prediction brings other tags, in another order: the chips follow.
+    new = [("Hip-Hop", 0.64), ("electronic", 0.42), ("rnb", 0.28), ("party", 0.15), ("00s", 0.05)]
+    server.send(prediction("club", 2.0, "hiphop", content=MUSIC, tags=new))
+    wait_text(page, card_sel("club", ".tags .tag"), "Hip-Hop 64%")
+    assert card_texts(page, "club", ".tags .tag") == [
+        "Hip-Hop 64%", "electronic 42%", "rnb 28%", "party 15%", "00s 5%"]
+    expect(c.locator(".tags .tag")).to_have_count(5)
+
+    # At most five, malformed entries skipped, and gone when a prediction has none.
+    server.send(prediction("club", 3.0, "hiphop", content=MUSIC,
+                           tags=[("pop", 0.5), ("x", "high"), ("", 0.4)] + [(f"t{i}", 0.3) for i in range(6)]))
+    wait_text(page, card_sel("club", ".tags .tag"), "pop 50%")
+    assert card_texts(page, "club", ".tags .tag") == ["pop 50%", "t0 30%", "t1 30%", "t2 30%", "t3 30%"]
+    server.send(prediction("club", 4.0, "hiphop"))
+    wait_count(page, card_sel("club", ".tags .tag"), 0)
+    expect(c.locator(".tags-box")).to_be_hidden()
+    expect(c.locator(".content")).to_be_hidden()
+    watched.assert_clean()
+
+
+def test_stream_without_tags_or_content_shows_neither(watched, server):
+    page = open_dashboard(watched, server)
+    # The old model (gtzan-mlp): no content, no tags, no speech.
+    server.send(status("old", "playing", "ok"),
+                genre_change("old", 4.0, "jazz", "unknown", onset_s=1.0),
+                *[prediction("old", t, "jazz", confidence=0.77) for t in range(1, 6)])
+    wait_count(page, card_sel("old", ".timeline .seg"), 5)
+    c = card(page, "old")
+    expect(c.locator(".genre")).to_have_text("jazz")
+    expect(c.locator(".tags-box")).to_be_hidden()
+    expect(c.locator(".tags .tag")).to_have_count(0)
+    expect(c.locator(".content")).to_be_hidden()
+    expect(c.locator(".content .c-item")).to_have_count(0)
+    expect(c.locator(".talk-icon")).to_be_hidden()
+    expect(page.locator('#legend .legend-item[data-genre="speech"]')).to_have_count(0)
+    # Beside a stream of the new model, it stays as it was.
+    server.send(prediction("new", 1.0, "rock", content=MUSIC, tags=TAGS))
+    wait_count(page, card_sel("new", ".tags .tag"), 5)
+    expect(card(page, "new").locator(".content")).to_be_visible()
+    expect(c.locator(".tags-box")).to_be_hidden()
+    expect(c.locator(".content")).to_be_hidden()
+    page.wait_for_timeout(200)
+    watched.assert_clean()
+
+
+def test_tag_and_content_text_is_escaped(watched, server):
+    evil_tag = '<img src=x onerror="alert(1)">'
+    evil_label = "<svg onload=alert(2)>"
+    page = open_dashboard(watched, server)
+    server.send(prediction("radio1", 1.0, "speech", content={"music": 0.1, evil_label: 0.9},
+                           tags=[(evil_tag, 0.6), ("<b>bold</b> & co", 0.3)]))
+    wait_count(page, card_sel("radio1", ".tags .tag"), 2)
+    got = card(page, "radio1").evaluate("""c => ({
+        tags: [...c.querySelectorAll('.tags .tag-label')].map(e => e.textContent),
+        dataTag: c.querySelector('.tags .tag').dataset.tag,
+        content: [...c.querySelectorAll('.content .c-label')].map(e => e.textContent),
+        injected: c.querySelectorAll('img, b, svg:not(.talk-icon), script').length,
+    })""")
+    assert got == {"tags": [evil_tag, "<b>bold</b> & co"], "dataTag": evil_tag,
+                   "content": ["music", evil_label], "injected": 0}, got
+    page.wait_for_timeout(200)
+    watched.assert_clean()
+
+
+# Plausible MSD tags for each state of the screenshot scene.
+SCENE_TAGS = {
+    "disco": ["dance", "80s", "funk", "party", "pop"],
+    "pop": ["pop", "dance", "female vocalists", "catchy", "00s"],
+    "hiphop": ["Hip-Hop", "rnb", "party", "sexy", "00s"],
+    "jazz": ["jazz", "instrumental", "Mellow", "chillout", "easy listening"],
+    "blues": ["blues", "guitar", "classic rock", "oldies", "soul"],
+    "rock": ["rock", "classic rock", "hard rock", "guitar", "70s"],
+    "metal": ["metal", "heavy metal", "hard rock", "rock", "Progressive rock"],
+    "country": ["country", "folk", "acoustic", "oldies", "male vocalists"],
+    "reggae": ["chill", "oldies", "happy", "70s", "acoustic"],
+    "classical": ["instrumental", "beautiful", "ambient", "Mellow", "experimental"],
+    "speech": ["experimental", "male vocalists", "ambient", "oldies", "indie"],
+    "silence": ["ambient", "experimental", "chillout", "instrumental", "beautiful"],
+}
+
+
+def _jitter(t: int, k: int) -> float:
+    """Deterministic noise in [0, 1) for second ``t`` and channel ``k``."""
+    return ((t * 7919 + k * 104729) % 100) / 100
+
+
+def scene_content(state: str, t: int) -> dict[str, float]:
+    if state == "speech":
+        return content_probabilities(round(0.8 + 0.15 * _jitter(t, 1), 2), 0.03)
+    if state == "silence":
+        return content_probabilities(0.1, round(0.6 + 0.2 * _jitter(t, 1), 2))
+    return content_probabilities(round(0.02 + 0.08 * _jitter(t, 1), 2), 0.03)
+
+
 def scene_events():
     """A few minutes of a realistic session on six streams."""
     events = [
@@ -428,10 +611,10 @@ def scene_events():
     plans = {
         "club-main": [(0, "disco"), (70, "pop"), (150, "hiphop"), (230, "disco")],
         "jazz-fm": [(0, "jazz"), (120, "blues"), (200, "jazz")],
-        "radio1": [(0, "rock"), (60, "metal"), (95, "rock"), (180, "pop"), (250, "country")],
+        "radio1": [(0, "rock"), (60, "metal"), (95, "rock"), (150, "speech"), (180, "pop"), (250, "country")],
         "rooftop": [(0, "reggae"), (100, "silence"), (110, "reggae")],
         "studio-b": [(0, "classical")],
-        "talk-am": [(0, "unknown"), (140, "silence"), (160, "unknown")],
+        "talk-am": [(0, "speech"), (95, "pop"), (130, "speech"), (200, "silence"), (215, "speech")],
     }
     titles = {"club-main": "Daft Punk – One More Time", "jazz-fm": "Bill Evans – Peace Piece",
               "radio1": "Johnny Cash – Ring of Fire", "rooftop": "Bob Marley – Is This Love"}
@@ -441,15 +624,19 @@ def scene_events():
         for i, (start, genre) in enumerate(plan):
             stop = plan[i + 1][0] if i + 1 < len(plan) else ends[stream]
             if start:
-                events.append(genre_change(stream, start + 8.0, genre, prev, onset_s=float(start)))
+                events.append(genre_change(stream, start + 8.0, genre, prev, onset_s=float(start),
+                                           content=scene_content(genre, start + 8), model="musicnn-msd@1"))
             for t in range(start + 1, stop + 1):
-                conf = 0.62 + 0.3 * ((t * 7919) % 100) / 100
+                conf = 0.62 + 0.3 * _jitter(t, 0)
                 probs = probabilities(genre if genre in probabilities("rock") else "rock", conf)
-                if genre in ("unknown", "silence"):
+                if genre in ("unknown", "silence", "speech"):
                     probs = {k: round(0.04 + 0.12 * (((t + j) * 31) % 7) / 7, 3)
                              for j, k in enumerate(probabilities("rock"))}
-                events.append(prediction(stream, float(t), genre, confidence=round(conf, 2),
-                                         probs=probs, title=titles.get(stream)))
+                tags = [(tag, round(0.75 * 0.72 ** k * (0.85 + 0.3 * _jitter(t, k + 2)), 3))
+                        for k, tag in enumerate(SCENE_TAGS[genre])]
+                events.append(prediction(stream, float(t), genre, confidence=round(conf, 2), probs=probs,
+                                         title=titles.get(stream), content=scene_content(genre, t),
+                                         tags=sorted(tags, key=lambda kv: -kv[1])))
             prev = genre
     return events
 
@@ -461,11 +648,16 @@ def test_screenshot_realistic_scene(watched, server):
     wait_text(page, card_sel("radio1", ".axis-now"), "4:50")
     expect(page.locator("[data-stream]")).to_have_count(6)
     expect(card(page, "radio1").locator(".genre")).to_have_text("country")
-    expect(card(page, "talk-am").locator(".genre")).to_have_text("unknown")
+    expect(card(page, "talk-am").locator(".genre")).to_have_text("speech")
+    expect(card(page, "radio1").locator(".tags .tag")).to_have_count(5)
+    assert card(page, "radio1").locator('.timeline .seg[data-genre="speech"]').count() > 0
     expect(card(page, "studio-b").locator(".state")).to_have_text("failed")
     for name in ("club-main", "jazz-fm", "radio1", "rooftop", "studio-b", "talk-am"):
         assert segments(page, name).count() > 0, name
-    expect(card(page, "radio1").locator(".timeline .marker")).to_have_count(4)
+    expect(card(page, "radio1").locator(".timeline .marker")).to_have_count(5)
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+    for name, path in CARD_SCREENSHOTS.items():
+        card(page, name).screenshot(path=str(path))
+        assert path.stat().st_size > 5_000, path
     watched.assert_clean()

@@ -2,10 +2,14 @@
 //
 // Events (JSON text, one per message, "schema": 1) of type "status",
 // "prediction", "genre_change" and "metadata" update an in-memory model; other
-// types are ignored. Cards are re-rendered at most once per animation frame and
-// only the DOM nodes whose content changed are touched, so ~100 streams
-// updating every second stay cheap. All event data goes through textContent,
-// attributes or CSSOM properties, never innerHTML.
+// types are ignored. Besides genres, the smoothed state may be "speech",
+// "unknown" or "silence"; with a model that has them, predictions also carry
+// "content" ({music, speech, other: p}) and "tags" (the top five
+// [[tag, p], ...], most probable first), and both are optional. Cards are
+// re-rendered at most once per animation frame and only the DOM nodes whose
+// content changed are touched, so ~100 streams updating every second stay cheap.
+// All event data goes through textContent, attributes or CSSOM properties,
+// never innerHTML.
 "use strict";
 
 (() => {
@@ -13,6 +17,8 @@
   const MAX_SEGMENTS = 600;      // per stream, whatever the hop
   const MAX_MARKERS = 64;        // genre_change markers kept per stream
   const MAX_LABELS = 64;         // probability bars drawn per stream at most
+  const MAX_TAGS = 5;            // tag chips per card
+  const MAX_CONTENT = 6;         // content bars per card
   const MAX_GAP_S = 10;          // longer gaps between predictions stay empty
   const STALE_MS = 15000;        // no prediction for this long: dim the card
   const BACKOFF_MIN_MS = 500;
@@ -23,15 +29,22 @@
     blues: "#4c6ef5", classical: "#e9dcc4", country: "#c08552", disco: "#ffd43b",
     hiphop: "#ff922b", jazz: "#3bc9db", metal: "#fa5252", pop: "#f783ac",
     reggae: "#51cf66", rock: "#9775fa",
-    unknown: "#5c6370", silence: "#3a3f47",
+    speech: "#dde3ea", unknown: "#5c6370", silence: "#3a3f47",
   };
-  const NON_GENRES = new Set(["unknown", "silence"]);
+  const SPEECH = "speech";
+  // Not genres, drawn in greys at the end of the legend, in this order.
+  const NON_GENRES = ["speech", "unknown", "silence"];
+  const isNonGenre = (g) => NON_GENRES.includes(g);
+  // Content bars: the content head's labels, known ones first and in this order.
+  const CONTENT_ORDER = ["music", "speech", "other"];
+  const CONTENT_COLOURS = { music: "#74c0fc", speech: PALETTE.speech, other: "#868e96" };
   const KNOWN_STATES = new Set(["connecting", "playing", "reconnecting", "ended", "failed"]);
 
   // ---------------------------------------------------------------- helpers
   const $ = (id) => document.getElementById(id);
   const isNum = (x) => typeof x === "number" && Number.isFinite(x);
   const isStr = (x) => typeof x === "string";
+  const isObj = (x) => Boolean(x) && typeof x === "object" && !Array.isArray(x);
   const clamp01 = (x) => Math.min(1, Math.max(0, x));
   const pct = (x) => `${Math.round(clamp01(x) * 100)}%`;
 
@@ -115,9 +128,12 @@
     const sw = make("span", "legend-swatch");
     sw.style.backgroundColor = colorFor(genre);
     item.append(sw, make("span", "legend-label", genre));
-    if (NON_GENRES.has(genre)) {
-      item.classList.add("neutral");
-      legend.append(item);                     // greys stay at the end
+    if (isNonGenre(genre)) {
+      item.classList.add("neutral");           // greys stay at the end, in NON_GENRES order
+      const rank = NON_GENRES.indexOf(genre);
+      const after = [...legend.querySelectorAll(".legend-item.neutral")]
+        .find((n) => NON_GENRES.indexOf(n.dataset.genre) > rank);
+      legend.insertBefore(item, after || null);
     } else {
       legend.insertBefore(item, legend.querySelector(".legend-item.neutral"));
     }
@@ -160,6 +176,10 @@
         genre: root.querySelector(".genre"),
         confidence: root.querySelector(".confidence"),
         title: root.querySelector(".title"),
+        badge: root.querySelector(".badge"),
+        content: root.querySelector(".content"),
+        tagsBox: root.querySelector(".tags-box"),
+        tags: root.querySelector(".tags"),
         probs: root.querySelector(".probs"),
         timeline: root.querySelector(".timeline"),
         axisNow: root.querySelector(".axis-now"),
@@ -188,6 +208,9 @@
       this.origin = null;        // stream time at left = 0%
       this.probLabels = "";      // labels the bars were built for
       this.bars = [];            // {label, row, fill, value, last, top}
+      this.contentLabels = null; // labels the content bars were built for
+      this.contentBars = [];     // {label, row, fill, value, last, top}
+      this.chips = [];           // {row, label, value, fill, last}
       this.statsKey = "";
       this.stripWidth = 0;       // px, kept up to date by a ResizeObserver
       const strip = root.querySelector(".timeline-strip");
@@ -228,6 +251,7 @@
       }
       const genre = isStr(ev.smoothed) && ev.smoothed ? ev.smoothed : isStr(ev.genre) && ev.genre ? ev.genre : "unknown";
       addLegend(genre);
+      if (isObj(ev.content) && SPEECH in ev.content) addLegend(SPEECH);   // the model can say speech
       this.pred = ev;
       this.predDirty = true;
       this.lastPredAt = performance.now();
@@ -257,6 +281,7 @@
     onGenreChange(ev) {
       this.change = ev;
       if (isStr(ev.genre)) addLegend(ev.genre);
+      if (isStr(ev.previous) && ev.previous) addLegend(ev.previous);
       this.predDirty = true;
       const t = isNum(ev.onset_s) ? ev.onset_s : ev.stream_time_s;
       if (!isNum(t) || !isStr(ev.genre)) return;
@@ -304,16 +329,18 @@
     }
 
     // ---- rendering (called at most once per frame) ----
+    // The current state and the event it comes from (the newer of the latest
+    // prediction and genre_change).
     currentGenre() {
       const p = this.pred, c = this.change;
       const pt = p && isNum(p.stream_time_s) ? p.stream_time_s : -Infinity;
       const ct = c && isNum(c.stream_time_s) ? c.stream_time_s : -Infinity;
       if (p && (!c || pt >= ct || !isStr(c.genre))) {
         const g = isStr(p.smoothed) && p.smoothed ? p.smoothed : (c && isStr(c.genre) ? c.genre : (isStr(p.genre) ? p.genre : null));
-        return { genre: g, confidence: isNum(p.confidence) ? p.confidence : null };
+        return { genre: g, confidence: isNum(p.confidence) ? p.confidence : null, source: p };
       }
-      if (c && isStr(c.genre)) return { genre: c.genre, confidence: isNum(c.confidence) ? c.confidence : null };
-      return { genre: null, confidence: null };
+      if (c && isStr(c.genre)) return { genre: c.genre, confidence: isNum(c.confidence) ? c.confidence : null, source: c };
+      return { genre: null, confidence: null, source: null };
     }
 
     render() {
@@ -329,13 +356,18 @@
       }
       if (this.predDirty) {
         this.predDirty = false;
-        const { genre, confidence } = this.currentGenre();
+        const { genre, confidence, source } = this.currentGenre();
+        const speech = genre === SPEECH;
         setText(q.genre, genre || "—");
         setAttr(q.genre, "data-genre", genre || "");
         setText(q.confidence, confidence === null ? "" : pct(confidence));
+        q.badge.title = speech ? "speech: talk, not music" : "";
         this.root.style.setProperty("--genre", genre ? colorFor(genre) : PALETTE.unknown);
-        this.root.classList.toggle("non-genre", !genre || NON_GENRES.has(genre));
+        this.root.classList.toggle("non-genre", !genre || isNonGenre(genre));
+        this.root.classList.toggle("speech", speech);
         if (this.pred) this.renderProbs(this.pred);
+        this.renderContent(source && isObj(source.content) ? source.content : null);
+        this.renderTags(this.pred ? this.pred.tags : null);
         this.renderMeta();
       }
       this.renderTimeline();
@@ -409,6 +441,91 @@
         const top = b === best;
         if (top !== b.top) { b.top = top; b.row.classList.toggle("top", top); }
       }
+    }
+
+    // Content bars (music, speech, other), hidden when the model has no content head.
+    renderContent(content) {
+      const box = this.q.content;
+      const labels = content ? Object.keys(content).filter((k) => isNum(content[k])) : [];
+      labels.sort((a, b) => {
+        const ra = CONTENT_ORDER.indexOf(a), rb = CONTENT_ORDER.indexOf(b);
+        return (ra < 0 ? CONTENT_ORDER.length : ra) - (rb < 0 ? CONTENT_ORDER.length : rb);
+      });
+      labels.length = Math.min(labels.length, MAX_CONTENT);
+      box.hidden = labels.length === 0;
+      if (!labels.length) return;
+      const key = labels.join("\u0000");
+      if (key !== this.contentLabels) {
+        this.contentLabels = key;
+        this.contentBars = labels.map((label) => {
+          const row = make("div", "c-item");
+          row.dataset.label = label;
+          const value = make("span", "c-pct", "");
+          const bar = make("span", "c-bar");
+          const fill = make("span", "c-fill");
+          fill.style.backgroundColor = Object.prototype.hasOwnProperty.call(CONTENT_COLOURS, label)
+            ? CONTENT_COLOURS[label] : colorFor(label);
+          bar.append(fill);
+          bar.setAttribute("aria-hidden", "true");
+          // The space keeps "music 82%" one phrase for copy and screen readers.
+          row.append(make("span", "c-label", label), " ", value, bar);
+          return { label, row, fill, value, last: -1, top: false };
+        });
+        box.replaceChildren(...this.contentBars.map((b) => b.row));
+      }
+      let best = null, bestV = -Infinity;
+      for (const b of this.contentBars) {
+        const v = clamp01(content[b.label]);
+        if (v > bestV) { bestV = v; best = b; }
+        const r = Math.round(v * 1000) / 1000;
+        if (r !== b.last) {
+          b.last = r;
+          b.fill.style.transform = `scaleX(${r})`;
+          setText(b.value, pct(v));
+        }
+      }
+      for (const b of this.contentBars) {
+        const top = b === best;
+        if (top !== b.top) { b.top = top; b.row.classList.toggle("top", top); }
+      }
+    }
+
+    // Tag chips in the model's order (most probable first), hidden without tags.
+    renderTags(tags) {
+      const list = [];
+      if (Array.isArray(tags)) {
+        for (const entry of tags) {
+          if (list.length >= MAX_TAGS) break;
+          if (Array.isArray(entry) && isStr(entry[0]) && entry[0] && isNum(entry[1])) {
+            list.push([entry[0], clamp01(entry[1])]);
+          }
+        }
+      }
+      this.q.tagsBox.hidden = list.length === 0;
+      while (this.chips.length > list.length) this.chips.pop().row.remove();
+      while (this.chips.length < list.length) {
+        const row = make("li", "tag");
+        const label = make("span", "tag-label");
+        const value = make("span", "tag-pct");
+        const fill = make("span", "tag-fill");
+        fill.setAttribute("aria-hidden", "true");
+        row.append(label, " ", value, fill);
+        this.q.tags.append(row);
+        this.chips.push({ row, label, value, fill, last: -1 });
+      }
+      list.forEach(([tag, v], i) => {
+        const chip = this.chips[i];
+        setText(chip.label, tag);
+        setAttr(chip.row, "data-tag", tag);
+        const r = Math.round(v * 1000) / 1000;
+        if (r !== chip.last) {
+          chip.last = r;
+          chip.fill.style.transform = `scaleX(${r})`;
+          setText(chip.value, pct(v));
+        }
+        const title = `${tag}: ${pct(v)}`;
+        if (chip.row.title !== title) chip.row.title = title;
+      });
     }
 
     renderMeta() {

@@ -17,7 +17,7 @@ import numpy as np
 from .engine import Engine
 from .model import GenreModel
 from .publishers import CollectingPublisher
-from .smoothing import UNKNOWN, SmootherConfig
+from .smoothing import DEFAULT_PROFILE, SPEECH, UNKNOWN, SmootherConfig
 from .sources import AVSource
 
 
@@ -48,24 +48,54 @@ def summarise(
     -------
     dict
         ``{"file", "genre", "confidence", "probabilities": {label: p},
-        "segments": [{"start_s", "end_s", "genre", "confidence"}]}``. The
-        overall genre is the arg-max of the mean probabilities of the
-        non-silent windows; segments follow the smoothed genre (the
-        ``genre_change`` events), each with the mean probability of its genre
-        over the windows centred inside it; they cover the whole file, with
-        ``"unknown"`` where the smoother announced no genre. With no window
-        at all, ``genre`` is ``"unknown"``.
+        "segments": [{"start_s", "end_s", "genre", "confidence"}]}``, and with
+        a model that has them ``"content"`` (mean content probabilities of
+        the non-silent windows) and ``"tags"`` (the top five of the mean tag
+        probabilities of its music windows, ``[[tag, p], ...]``). The overall
+        genre is ``"speech"`` when most non-silent windows are speech (their
+        top content label), ``"unknown"`` when most are neither music nor
+        speech ("other"), the confidence then the share of such windows;
+        otherwise the arg-max of the mean genre probabilities of the
+        non-silent music windows. Segments follow the smoothed
+        state (the ``genre_change`` events: genres, ``speech``, ``unknown``,
+        ``silence``), each with the mean probability of its state over the
+        windows centred inside it; they cover the whole file, with
+        ``"unknown"`` where the smoother announced nothing. With no window at
+        all, ``genre`` is ``"unknown"``.
     """
     predictions = [e for e in stream_events if e["type"] == "prediction"]
     changes = [e for e in stream_events if e["type"] == "genre_change"]
     heard = [e for e in predictions if not e.get("silent")] or predictions
-    if heard:
+    def top_content(e: dict) -> str:
+        return max(e["content"], key=e["content"].get) if "content" in e else "music"
+
+    speech = [e for e in heard if top_content(e) == SPEECH]
+    other = [e for e in heard if top_content(e) == "other"]
+    music = [e for e in heard if top_content(e) == "music"] or heard
+    result: dict[str, Any] = {}
+    if heard and max(len(speech), len(other)) > len(heard) / 2:
+        # Mostly talk, or mostly neither music nor speech (noise, nature): not a genre.
+        genre = SPEECH if len(speech) >= len(other) else UNKNOWN
+        confidence = max(len(speech), len(other)) / len(heard)
         mean = np.mean([[e["probabilities"][label] for label in labels] for e in heard], axis=0)
+        probabilities = {label: round(float(p), 6) for label, p in zip(labels, mean)}
+    elif heard:
+        mean = np.mean([[e["probabilities"][label] for label in labels] for e in music], axis=0)
         top = int(np.argmax(mean))
         genre, confidence = labels[top], float(mean[top])
         probabilities = {label: round(float(p), 6) for label, p in zip(labels, mean)}
     else:
         genre, confidence, probabilities = "unknown", 0.0, {}
+    if heard and "content" in heard[0]:
+        names = list(heard[0]["content"])
+        result["content"] = {k: round(float(np.mean([e["content"][k] for e in heard])), 6) for k in names}
+    if music and "tags" in music[0]:
+        totals: dict[str, list[float]] = {}
+        for e in music:  # each window carries its top five only: average what was reported, over all windows
+            for tag, p in e["tags"]:
+                totals.setdefault(tag, []).append(p)
+        mean_tags = {tag: sum(ps) / len(music) for tag, ps in totals.items()}
+        result["tags"] = [[tag, round(p, 4)] for tag, p in sorted(mean_tags.items(), key=lambda kv: -kv[1])[:5]]
 
     # The smoothed timeline: "unknown" from the start until the first change
     # (whose onset is the start itself when the first genre came at once).
@@ -90,6 +120,8 @@ def summarise(
         ]
         if inside and label in labels:
             seg_conf = float(np.mean([e["probabilities"][label] for e in inside]))
+        elif inside and label == SPEECH and "content" in inside[0]:
+            seg_conf = float(np.mean([e["content"][SPEECH] for e in inside]))
         elif inside:  # unknown or silence: how sure the model was of its best guess
             seg_conf = float(np.mean([max(e["probabilities"].values()) for e in inside]))
         else:
@@ -102,6 +134,7 @@ def summarise(
         "genre": genre,
         "confidence": round(confidence, 6),
         "probabilities": probabilities,
+        **result,
         "segments": result_segments,
     }
 
@@ -111,6 +144,7 @@ def classify_files(
     model: GenreModel | None = None,
     hop_s: float | None = None,
     smoother_config: SmootherConfig | None = None,
+    profile: str = DEFAULT_PROFILE,
 ) -> list[dict[str, Any]]:
     """Classify audio files offline.
 
@@ -123,7 +157,9 @@ def classify_files(
     hop_s : float or None
         Seconds between windows; None for the model's default.
     smoother_config : SmootherConfig or None
-        Smoothing settings.
+        Smoothing settings; None for the ``profile``'s.
+    profile : str
+        Smoothing profile (``"radio"`` or ``"dj"``).
 
     Returns
     -------
@@ -134,7 +170,7 @@ def classify_files(
     """
     model = model or GenreModel()
     collector = CollectingPublisher()
-    engine = Engine(model, [collector], hop_s=hop_s, smoother_config=smoother_config)
+    engine = Engine(model, [collector], hop_s=hop_s, smoother_config=smoother_config, profile=profile)
     ids, sources = [], []
     for i, f in enumerate(files):
         sources.append(AVSource(str(f)))
@@ -171,6 +207,8 @@ def format_result(result: dict[str, Any]) -> str:
     if result.get("error"):
         return f"{name}: FAILED: {result['error']}"
     lines = [f"{name}: {result['genre']} ({result['confidence']:.0%})"]
+    if result.get("tags"):
+        lines[0] += "  tags: " + ", ".join(f"{tag} {p:.0%}" for tag, p in result["tags"])
     for s in result["segments"]:
         lines.append(f"  {s['start_s']:8.1f} - {s['end_s']:8.1f} s  {s['genre']:<10} {s['confidence']:.0%}")
     return "\n".join(lines)

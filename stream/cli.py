@@ -70,7 +70,8 @@ async def _run(args: argparse.Namespace) -> int:
         "model %s: %d genres, window %.1f s, hop %.2f s", model.info.tag, len(model.labels),
         model.info.window_s, args.hop_s or model.info.hop_s,
     )
-    engine = Engine(model, hop_s=args.hop_s, realtime=args.realtime, feature_processes=args.feature_processes)
+    engine = Engine(model, hop_s=args.hop_s, realtime=args.realtime, feature_processes=args.feature_processes,
+                    profile=args.profile)
     if args.jsonl:
         engine.publishers.append(JsonLinesPublisher(sys.stdout))
     if args.redis_url:
@@ -292,7 +293,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .classify import classify_files, format_result
     from .model import GenreModel
 
-    results = classify_files(args.files, GenreModel(args.model), hop_s=args.hop_s)
+    results = classify_files(args.files, GenreModel(args.model), hop_s=args.hop_s, profile=args.profile)
     for result in results:
         if args.json:
             print(json.dumps(result, ensure_ascii=False), flush=True)
@@ -321,6 +322,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .model import DEFAULT_MODEL_NAME, SHIPPED_MODELS
+    from .smoothing import DEFAULT_PROFILE, PROFILES
+
+    model_help = (f"a shipped model ({', '.join(sorted(SHIPPED_MODELS))}) or an ONNX file "
+                  f"(default: $GENRESTREAM_MODEL, else {DEFAULT_MODEL_NAME})")
+    profile_help = ("smoothing: radio (default; few false changes, a change announced in about 15 s) or dj "
+                    "(a hard cut announced within 8 s, a crossfade's onset at the start of the fade)")
     parser = argparse.ArgumentParser(prog="genrestream", description="Real-time music-genre classification.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -346,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: http:// and https:// sources only)")
     run.add_argument("--name", action="append", default=[],
                      help="stream id for the next SOURCE, in order (repeatable); default: derived from the source")
-    run.add_argument("--model", default=None, help="ONNX model (default: the shipped model)")
+    run.add_argument("--model", default=None, help=model_help)
+    run.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help=profile_help)
     run.add_argument("--host", default="127.0.0.1", help="WebSocket and dashboard address (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=8765, help="WebSocket and dashboard port (default 8765)")
     run.add_argument("--no-server", action="store_true", help="no WebSocket/dashboard server")
@@ -365,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="live sources: retry even when the first connection fails (default: fail at once, "
                           "so that a wrong URL is reported)")
     run.add_argument("--hop-s", type=_positive_float, default=None,
-                     help="seconds between windows (default: the model's, 1.0)")
+                     help="seconds between windows (default: the model's, about 1; a log-mel model rounds it to its "
+                          "16 ms frames)")
     run.add_argument("--feature-processes", type=int, default=0, metavar="N",
                      help="compute features in N worker processes (one per core for many streams; "
                           "default 0: threads of this process, which use about one core)")
@@ -374,9 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="classify audio files offline")
     classify.add_argument("files", nargs="+", metavar="FILE")
     classify.add_argument("--json", action="store_true", help="one JSON object per file per line")
-    classify.add_argument("--model", default=None, help="ONNX model (default: the shipped model)")
+    classify.add_argument("--model", default=None, help=model_help)
+    classify.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help=profile_help)
     classify.add_argument("--hop-s", type=_positive_float, default=None,
-                          help="seconds between windows (default: the model's, 1.0)")
+                          help="seconds between windows (default: the model's, about 1; a log-mel model rounds it to its "
+                          "16 ms frames)")
     classify.set_defaults(func=cmd_classify)
 
     devices = sub.add_parser("devices", help="list audio input devices")

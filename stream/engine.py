@@ -40,7 +40,7 @@ from .frontends.windowing import BatchFeatures, WindowRMS
 from .metrics import EngineMetrics
 from .model import CONTENT_HEAD, GENRE_HEAD, TAGS_HEAD, GenreModel
 from .ringbuffer import RingBuffer
-from .smoothing import GenreSmoother, SmootherConfig
+from .smoothing import DEFAULT_PROFILE, GenreSmoother, SmootherConfig
 from .sources import AudioSource, SourceError, SourceGap, SourceMetadata, SourceStatus
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,10 @@ class InferenceBatcher:
     """Collects the windows of all streams that are ready in one event-loop tick,
     and runs them through the model in one batch.
 
+    The call runs in a thread of its own (ONNX Runtime releases the GIL), so
+    the event loop keeps serving sources, clients and publishers while a large
+    model computes; the windows that become ready meanwhile make the next batch.
+
     Parameters
     ----------
     model : GenreModel
@@ -84,6 +88,7 @@ class InferenceBatcher:
         self.model = model
         self.metrics = metrics
         self.max_batch = int(max_batch)
+        self._executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -95,6 +100,7 @@ class InferenceBatcher:
         probabilities (head name → shape (n_labels,))."""
         if self._task is None:
             self._wakeup = asyncio.Event()
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             self._task = asyncio.create_task(self._run(), name="inference-batcher")
         future = asyncio.get_running_loop().create_future()
         self._pending.append((x, future))
@@ -114,7 +120,8 @@ class InferenceBatcher:
                 continue
             try:
                 started = time.perf_counter()
-                outputs = self.model.predict(np.stack([row for row, _ in batch]))
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self.model.predict, np.stack([row for row, _ in batch]))
                 if self.metrics is not None:
                     self.metrics.inference_latency.observe(time.perf_counter() - started)
                     self.metrics.batch_size.observe(len(batch))
@@ -137,6 +144,9 @@ class InferenceBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
 
 @dataclass
@@ -169,8 +179,7 @@ class _Stream:
         self.head: RingBuffer | None = RingBuffer(info.window_length)
         self.loudness = WindowRMS(info.window_length)  # tells silent windows, whatever the frontend
         self.base_time_s = 0.0  # stream time at which the extractor's audio began (moves on at gaps)
-        self.smoother = GenreSmoother(info.labels, engine.smoother_config,
-                                      **({"content_labels": info.content_labels} if info.content_labels else {}))
+        self.smoother = GenreSmoother(info.labels, engine.smoother_config, content_labels=info.content_labels)
         self.summary = StreamSummary(stream_id, source.spec)
         self.title = ""
         self.removed = False
@@ -194,7 +203,11 @@ class Engine:
     realtime : bool
         Pace file sources at playback speed (live sources are paced by nature).
     smoother_config : SmootherConfig or None
-        Smoothing settings; ``window_s`` is taken from the model.
+        Smoothing settings (``window_s`` is taken from the model); None for
+        the ``profile``'s.
+    profile : str
+        Smoothing profile (:data:`stream.smoothing.PROFILES`: ``"radio"``,
+        the default, or ``"dj"``), for the model's window and this hop.
     feature_workers : int or None
         Threads computing features; None for the number of CPUs.
     feature_processes : int
@@ -234,6 +247,7 @@ class Engine:
         hop_s: float | None = None,
         realtime: bool = False,
         smoother_config: SmootherConfig | None = None,
+        profile: str = DEFAULT_PROFILE,
         feature_workers: int | None = None,
         feature_processes: int = 0,
         features: str = "incremental",
@@ -251,7 +265,10 @@ class Engine:
         self.hop_length = model.frontend.snap_hop(max(1, int(round(requested_hop_s * info.sample_rate))))
         self.hop_s = self.hop_length / info.sample_rate
         self.realtime = realtime
-        self.smoother_config = dataclasses.replace(smoother_config or SmootherConfig(), window_s=info.window_s)
+        if smoother_config is None:
+            self.smoother_config = SmootherConfig.for_profile(profile, info.window_s, self.hop_s)
+        else:
+            self.smoother_config = dataclasses.replace(smoother_config, window_s=info.window_s)
         self.publishers = list(publishers)
         self.feature_processes = int(feature_processes)
         if self.feature_processes < 0:
@@ -611,8 +628,7 @@ class Engine:
         info = self.model.info
         probabilities = outputs[GENRE_HEAD]
         content = outputs.get(CONTENT_HEAD)
-        step = st.smoother.update(probabilities, stream_time_s, silent=silent,
-                                  **({"content": content} if content is not None else {}))
+        step = st.smoother.update(probabilities, stream_time_s, silent=silent, content=content)
         st.summary.windows += 1
         st.classified_s = stream_time_s
         self.metrics.windows.labels(st.id).inc()

@@ -24,10 +24,10 @@ reads files out of the wheel:
 4. :func:`check_parity`: ONNX Runtime against TensorFlow (:func:`tf_predict`, the
    checkpoint's graph with ``is_training`` fed ``False``, as ``musicnn.extractor`` runs it).
 
-The front end (:func:`logmel`, :func:`logmel_patches`) reproduces musicnn's
-``extractor.batch_data`` except that the log compression is computed in float32:
-musicnn casts the mel power to float16 first, which under NumPy 2 overflows to ``inf``
-for loud frames and gives NaN tags.
+The front end is serving's (:mod:`stream.frontends.logmel`, which reproduces musicnn's
+``extractor.batch_data`` on a frame grid without centring, and computes the log
+compression in float32: musicnn casts the mel power to float16 first, which under
+NumPy 2 overflows to ``inf`` for loud frames and gives NaN tags).
 
 Licence: the wheel's ``LICENSE.md`` is ISC (copyright MTG-UPF 2019, code by Jordi Pons);
 MTG's models page lists the pretrained models under CC BY-NC-SA 4.0 (non-commercial).
@@ -491,6 +491,10 @@ def read_checkpoint(wheel: str | os.PathLike[str], name: str = "MSD_musicnn") ->
     import tensorflow as tf
     from tensorflow.core.protobuf import meta_graph_pb2
 
+    from export import quiet_tensorflow
+
+    quiet_tensorflow()
+
     if name not in MODELS:
         raise ValueError(f"name: {name!r} is not one of {MODELS}")
     wheel = verify_wheel(wheel)
@@ -533,82 +537,23 @@ def read_checkpoint(wheel: str | os.PathLike[str], name: str = "MSD_musicnn") ->
 # Front end
 
 
-def logmel(y: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """musicnn's log-mel spectrogram of mono audio at 16 kHz.
+def patches_from_file(path: str | os.PathLike[str], hop_frames: int = N_FRAMES) -> np.ndarray:
+    """The backbone's input windows of an audio file, as serving computes them.
 
-    ``librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=256, n_mels=96)``
-    (power, centred frames, Slaney mel filters), then ``log10(10000 * S + 1)`` in float32
-    (musicnn's ``extractor.batch_data``, without its float16 cast).
-
-    Parameters
-    ----------
-    y : np.ndarray [shape=(n,)]
-        Mono samples in [-1, 1].
-    sample_rate : int
-        Must be 16000 (resample first, e.g. ``librosa.load(path, sr=16000)``).
-
-    Returns
-    -------
-    S : np.ndarray [shape=(1 + n // 256, 96), dtype=float32]
-        Frames by mel bands.
-
-    Raises
-    ------
-    ValueError
-        If ``y`` is not one-dimensional, ``sample_rate`` is not 16000 or ``y`` has
-        non-finite samples.
-    """
-    import librosa
-
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1:
-        raise ValueError(f"y: expected mono samples of shape (n,), got shape {y.shape}")
-    if int(sample_rate) != SAMPLE_RATE:
-        raise ValueError(f"sample_rate: musicnn expects {SAMPLE_RATE} Hz, got {sample_rate}")
-    if not np.all(np.isfinite(y)):
-        raise ValueError("y: non-finite samples")
-    S = librosa.feature.melspectrogram(y=y, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS)
-    return np.log10(np.float32(10000) * S.T.astype(np.float32) + np.float32(1)).astype(np.float32)
-
-
-def logmel_patches(y: np.ndarray, sample_rate: int = SAMPLE_RATE, hop_frames: int = N_FRAMES) -> np.ndarray:
-    """Consecutive 187-frame (3 s) patches of :func:`logmel`, the backbone's input.
-
-    Parameters
-    ----------
-    y : np.ndarray [shape=(n,)]
-        Mono samples at 16 kHz.
-    sample_rate : int
-        Must be 16000.
-    hop_frames : int
-        Frames between patch starts (default 187: no overlap, as musicnn's default).
+    The file is decoded by serving's source (:func:`training.embeddings.decode`: PyAV,
+    channel mean, soxr HQ to 16 kHz) and cut by serving's frontend
+    (:func:`stream.frontends.logmel.patches`), ``hop_frames`` frames apart (default 187:
+    no overlap, as musicnn's own default).
 
     Returns
     -------
     patches : np.ndarray [shape=(n_patches, 187, 96), dtype=float32]
-        Patch ``k`` is frames ``[k * hop_frames, k * hop_frames + 187)``; a last partial
-        patch is dropped.
-
-    Raises
-    ------
-    ValueError
-        If the audio is shorter than one patch (2.99 s) or ``hop_frames`` < 1.
     """
-    if hop_frames < 1:
-        raise ValueError(f"hop_frames: expected >= 1, got {hop_frames}")
-    S = logmel(y, sample_rate)
-    if S.shape[0] < N_FRAMES:
-        raise ValueError(f"y: {len(y) / SAMPLE_RATE:.2f} s of audio is shorter than one patch ({PATCH_S:.2f} s)")
-    starts = range(0, S.shape[0] - N_FRAMES + 1, hop_frames)
-    return np.ascontiguousarray(np.stack([S[s:s + N_FRAMES] for s in starts]), dtype=np.float32)
+    from stream.frontends import logmel
+    from training.embeddings import decode
 
-
-def patches_from_file(path: str | os.PathLike[str], hop_frames: int = N_FRAMES) -> np.ndarray:
-    """Patches of an audio file: ``librosa.load(path, sr=16000, mono=True)`` then :func:`logmel_patches`."""
-    import librosa
-
-    y, _ = librosa.load(str(path), sr=SAMPLE_RATE, mono=True)
-    return logmel_patches(y, SAMPLE_RATE, hop_frames)
+    x, _ = logmel.patches(decode(path), int(hop_frames) * logmel.HOP_LENGTH)
+    return x
 
 
 def _check_patches(patches: np.ndarray) -> np.ndarray:

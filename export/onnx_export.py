@@ -558,8 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--keras", type=Path, default=None, help="a .keras file instead of --model-dir")
     parser.add_argument("--report", type=Path, default=None,
                         help="training report JSON (default: report.json beside the model)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_ONNX_PATH,
-                        help=f"ONNX file to write (default: {DEFAULT_ONNX_PATH.relative_to(REPO_ROOT)} in the checkout)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="ONNX file to write (default: ./gtzan_mlp.onnx in the working directory; "
+                             "python -m export.build regenerates the shipped model)")
     rows = parser.add_mutually_exclusive_group()
     rows.add_argument("--table", type=Path, default=None,
                       help="feature table to verify on (default: the training table of the report)")
@@ -583,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         info = export(
             model_dir=None if args.keras is not None else args.model_dir,
-            out_path=args.out,
+            out_path=args.out or Path.cwd() / DEFAULT_ONNX_PATH.name,
             keras_path=args.keras,
             report_path=args.report,
             table_path=args.table,

@@ -577,6 +577,17 @@ def _tf_session(checkpoint: MusicnnCheckpoint, graph: str, threads: int | None):
         g = tf.Graph()
         with g.as_default():
             graph_def = checkpoint.reference_graph_def if graph == "reference" else checkpoint.graph_def
+            if any(node.op.startswith("Random") and not (node.attr["seed"].i or node.attr["seed2"].i)
+                   for node in graph_def.node):
+                # The reference graph keeps dropout's RandomUniform (used only when is_training is True);
+                # TensorFlow refuses to run unseeded random ops once op determinism is on (training
+                # turns it on), so give them a seed: it changes nothing when is_training is False.
+                seeded = type(graph_def)()
+                seeded.CopyFrom(graph_def)
+                for node in seeded.node:
+                    if node.op.startswith("Random") and not (node.attr["seed"].i or node.attr["seed2"].i):
+                        node.attr["seed"].i, node.attr["seed2"].i = 1, 1
+                graph_def = seeded
             tf.compat.v1.import_graph_def(graph_def, name="")
         config = tf.compat.v1.ConfigProto()
         if threads is not None:

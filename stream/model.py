@@ -36,7 +36,7 @@ SHIPPED_MODELS: dict[str, str] = {
 }
 """Names ``--model`` takes for the models shipped inside the package → their files in ``stream/models/``."""
 
-DEFAULT_MODEL_NAME = "gtzan-mlp"
+DEFAULT_MODEL_NAME = "musicnn-msd"
 """The shipped model used when none is named."""
 
 REQUIRED_METADATA = (

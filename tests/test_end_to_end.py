@@ -17,7 +17,20 @@ from tests.conftest import FREE_AUDIO, REPO, free_port, genrestream_cmd, needs_s
 
 pytestmark = needs_shared
 
-CLIP = FREE_AUDIO / "drumandbass_admiral_bob_choice.ogg"  # 25 s, 44.1 kHz stereo
+CLIP = FREE_AUDIO / "metal_el_senator_chaos_god.ogg"  # 45 s, 44.1 kHz stereo; the default model is sure it is metal
+
+
+def _expected_window_ends_s(path=CLIP, hop_s: float = 1.0) -> list[float]:
+    """Stream times of the default model's windows over a whole file (hop snapped to the frontend's grid)."""
+    from stream.model import GenreModel
+    from stream.sources import AVSource
+
+    model = GenreModel()
+    sr, frontend = model.info.sample_rate, model.frontend
+    n = sum(b.shape[0] for b in AVSource(str(path)).blocks(sr) if hasattr(b, "shape"))
+    hop = frontend.snap_hop(int(round(hop_s * sr)))
+    return [round((frontend.window_length + k * hop) / sr, 3)
+            for k in range((n - frontend.window_length) // hop + 1)]
 
 
 def _wait_for_http(url: str, timeout_s: float = 60.0) -> None:
@@ -98,12 +111,14 @@ def test_run_http_clip_to_websocket_redis_and_dashboard(http_server, redis_serve
     states = [e["state"] for e in received if e["type"] == "status"]
     assert "playing" in states and states[-1] == "ended", states
     predictions = [e for e in received if e["type"] == "prediction"]
-    # 25 s of audio, 10 s window, 1 s hop: windows end at 10, 11, ..., 25 s
-    assert [p["stream_time_s"] for p in predictions] == [float(t) for t in range(10, 26)]
+    # 45 s of audio: windows at exact positions (the default model: 3.008 s windows, the 1 s hop snapped to 1.008 s)
+    assert [p["stream_time_s"] for p in predictions] == _expected_window_ends_s()
     # fresh source statistics ride on predictions every 10 s of stream time (status events come only at changes)
-    with_stats = [p for p in predictions if "stats" in p]
-    assert [p["stream_time_s"] for p in with_stats] == [10.0, 20.0]
-    assert with_stats[1]["stats"]["seconds_decoded"] >= 20.0 and with_stats[1]["stats"]["bytes_read"] > 0
+    with_stats = [p["stream_time_s"] for p in predictions if "stats" in p]
+    assert with_stats[0] == predictions[0]["stream_time_s"] and len(with_stats) >= 2
+    assert all(10.0 <= b - a < 11.1 for a, b in zip(with_stats, with_stats[1:])), with_stats
+    last = [p for p in predictions if "stats" in p][-1]
+    assert last["stats"]["seconds_decoded"] >= with_stats[-1] and last["stats"]["bytes_read"] > 0
     for p in predictions:
         assert p["stream"] == "dnb"
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-3
@@ -113,7 +128,7 @@ def test_run_http_clip_to_websocket_redis_and_dashboard(http_server, redis_serve
     assert changes, "no genre_change received"
     first = changes[0]
     assert first["previous"] == "unknown" and first["onset_s"] == 0.0
-    assert first["model"].startswith("gtzan-mlp@")
+    assert first["model"].startswith("musicnn-msd@")
     assert first["wall_time"].endswith("Z") and "T" in first["wall_time"]
     assert {"genre", "confidence", "probabilities", "stream_time_s"} <= set(first)
 
@@ -161,7 +176,8 @@ def test_failing_sources_are_reported_and_the_good_one_carries_on(http_server):
         if e["type"] == "status":
             final[e["source"]] = e
     assert final[good]["state"] == "ended"
-    assert sum(1 for e in events if e["type"] == "prediction" and e["stream"] == final[good]["stream"]) == 16
+    assert sum(1 for e in events if e["type"] == "prediction" and e["stream"] == final[good]["stream"]) == len(
+        _expected_window_ends_s())
     expectations = {
         html: "not audio",
         missing: "404",
@@ -184,6 +200,6 @@ def test_redis_down_does_not_stop_classification():
     )
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert sum(1 for e in events if e["type"] == "prediction") == 16
+    assert sum(1 for e in events if e["type"] == "prediction") == len(_expected_window_ends_s())
     assert "unreachable" in proc.stderr
     assert proc.stderr.count("unreachable") == 1, "one log line per outage, not one per event"

@@ -71,7 +71,8 @@ def summarise(
 
     speech = [e for e in heard if top_content(e) == SPEECH]
     other = [e for e in heard if top_content(e) == "other"]
-    music = [e for e in heard if top_content(e) == "music"] or heard
+    music_only = [e for e in heard if top_content(e) == "music"]
+    music = music_only or heard
     result: dict[str, Any] = {}
     if heard and max(len(speech), len(other)) > len(heard) / 2:
         # Mostly talk, or mostly neither music nor speech (noise, nature): not a genre.
@@ -89,12 +90,12 @@ def summarise(
     if heard and "content" in heard[0]:
         names = list(heard[0]["content"])
         result["content"] = {k: round(float(np.mean([e["content"][k] for e in heard])), 6) for k in names}
-    if music and "tags" in music[0]:
+    if music_only and "tags" in music_only[0]:  # music tags of talk or noise mean nothing
         totals: dict[str, list[float]] = {}
-        for e in music:  # each window carries its top five only: average what was reported, over all windows
+        for e in music_only:  # each window carries its top five only: average what was reported, over all windows
             for tag, p in e["tags"]:
                 totals.setdefault(tag, []).append(p)
-        mean_tags = {tag: sum(ps) / len(music) for tag, ps in totals.items()}
+        mean_tags = {tag: sum(ps) / len(music_only) for tag, ps in totals.items()}
         result["tags"] = [[tag, round(p, 4)] for tag, p in sorted(mean_tags.items(), key=lambda kv: -kv[1])[:5]]
 
     # The smoothed timeline: "unknown" from the start until the first change

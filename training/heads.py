@@ -72,7 +72,8 @@ class HeadResult:
     validation : dict
         See :func:`summarise`.
     oof_probabilities : np.ndarray [shape=(n_windows, n_classes)]
-        The pooled out-of-fold probabilities (chosen L2, temperature applied).
+        The pooled out-of-fold probabilities (chosen L2, temperature applied);
+        NaN for windows no fold validates on (a given split).
     """
 
     model: object
@@ -335,6 +336,9 @@ def train_head(
 
         bar = tqdm(total=len(config.l2_grid) * len(folds) + 1, desc=f"{name} heads", unit="fit", file=sys.stderr)
     tried: dict[float, tuple[float, np.ndarray]] = {}
+    held = np.zeros(len(y), dtype=bool)  # windows some fold validates on (all of them, unless a split was given)
+    for _, val_index in folds:
+        held[val_index] = True
     for l2 in config.l2_grid:
         oof = np.zeros((len(y), n_classes))
         for train_index, val_index in folds:
@@ -342,10 +346,10 @@ def train_head(
             oof[val_index] = head_logits(model, X[val_index])
             if bar is not None:
                 bar.update(1)
-        tried[l2] = (log_loss(softmax(oof), y), oof)
+        tried[l2] = (log_loss(softmax(oof[held]), y[held]), oof)
     best_l2 = min(tried, key=lambda k: tried[k][0])
     oof_logits = tried[best_l2][1]
-    temperature = fit_temperature(oof_logits, y)
+    temperature = fit_temperature(oof_logits[held], y[held])
     final = fit_head(X, y, n_classes, best_l2, config, name=name)
     dense = final.get_layer("logits")
     kernel, bias = dense.get_weights()
@@ -360,8 +364,10 @@ def train_head(
         "l2_log_loss": {format(k, "g"): round(v[0], 4) for k, v in tried.items()},
         "l2": best_l2,
         "temperature": round(temperature, 4),
-        "calibrated": summarise(softmax(oof_logits, temperature), y, clip_index, labels),
-        "uncalibrated": summarise(softmax(oof_logits), y, clip_index, labels),
+        "calibrated": summarise(softmax(oof_logits[held], temperature), y[held], clip_index[held], labels),
+        "uncalibrated": summarise(softmax(oof_logits[held]), y[held], clip_index[held], labels),
         "config": asdict(config),
     }
-    return HeadResult(final, list(labels), best_l2, temperature, validation, softmax(oof_logits, temperature))
+    oof = softmax(oof_logits, temperature)
+    oof[~held] = np.nan
+    return HeadResult(final, list(labels), best_l2, temperature, validation, oof)

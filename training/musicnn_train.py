@@ -59,6 +59,8 @@ def _errors(items, result, clip_index: np.ndarray, labels: Sequence[str]) -> lis
     out = []
     for k in np.unique(clip_index):
         p = result.oof_probabilities[clip_index == k].mean(axis=0)
+        if not np.all(np.isfinite(p)):
+            continue  # a training clip of a given split
         truth = items[k].clip.label
         guess = labels[int(np.argmax(p))]
         if guess != truth:

@@ -19,3 +19,41 @@ def quiet_tensorflow() -> None:
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
+
+
+def atomic_output(out_path):
+    """A context manager giving a temporary path beside ``out_path``; on a clean exit it becomes ``out_path``.
+
+    The file is made world-readable (``mkstemp`` creates 0600; a shipped model is read by
+    others) and renamed into place atomically; if the block raises (a failed
+    verification), ``out_path`` is left untouched and the temporary file removed.
+
+    Examples
+    --------
+    >>> with atomic_output("model.onnx") as tmp:  # doctest: +SKIP
+    ...     onnx.save_model(proto, tmp)
+    ...     verify(tmp)
+    """
+    import contextlib
+    import os
+    import tempfile
+    from pathlib import Path
+
+    @contextlib.contextmanager
+    def manager():
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(suffix=out.suffix or ".tmp", dir=out.parent, prefix=f".{out.stem}.")
+        os.close(handle)
+        tmp = Path(name)
+        try:
+            yield tmp
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    return manager()

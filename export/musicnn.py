@@ -842,14 +842,12 @@ def write_backbone(
     """
     import onnx
 
+    from export import atomic_output
+
     model = checkpoint_to_onnx(checkpoint, opset)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent, prefix=f".{out_path.stem}.")
-    os.close(handle)
-    tmp = Path(tmp_name)
     parity = None
-    try:
+    with atomic_output(out_path) as tmp:
         onnx.save_model(model, tmp)
         if verify_patches is not None:
             parity = check_parity(tmp, verify_patches, checkpoint)
@@ -861,13 +859,6 @@ def write_backbone(
                     f"(tolerance {EMBEDDING_TOLERANCE:g}), finite: TF {parity['tf_finite']}, ORT "
                     f"{parity['ort_finite']}; {out_path} not written"
                 )
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out_path, parity
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -82,10 +81,6 @@ class ExportVerificationError(RuntimeError):
     """The composed model's outputs differ from the parts' by more than the tolerance."""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def backbone_path(source: str | os.PathLike = "wheel", cache: str | os.PathLike | None = None) -> Path:
     """An ONNX backbone (input ``logmel``; outputs ``tags``, ``embedding``) from a source.
 
@@ -133,7 +128,7 @@ def backbone_path(source: str | os.PathLike = "wheel", cache: str | os.PathLike 
                          f"and outputs {TAGS_OUTPUT!r}, {EMBEDDING_OUTPUT!r}")
     if set(outputs) == {TAGS_OUTPUT, EMBEDDING_OUTPUT}:
         return path
-    out = folder / f"backbone-of-{_sha256(path)[:12]}.onnx"
+    out = folder / f"backbone-of-{musicnn.sha256_file(path)[:12]}.onnx"
     if not out.is_file():
         tmp = out.with_suffix(".tmp.onnx")
         onnx.utils.extract_model(str(path), str(tmp), [INPUT_NAME], [TAGS_OUTPUT, EMBEDDING_OUTPUT])
@@ -322,12 +317,10 @@ def export_model(
         f"'content' [batch, 3], 'tags' [batch, 50], 'embedding' [batch, 200]."
     ))
 
+    from export import atomic_output
+
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent, prefix=f".{out_path.stem}.")
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(out_path) as tmp:
         onnx.save_model(proto, tmp)
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -352,13 +345,6 @@ def export_model(
             raise ExportVerificationError(
                 f"the composed model differs from its parts by {worst:.3g} > {tolerance:g} on {len(windows)} windows "
                 f"({diffs}); {out_path} not written")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     data = out_path.read_bytes()
     info = {
         "path": str(out_path.resolve()),

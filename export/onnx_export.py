@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -381,12 +380,10 @@ def export_model(
         ),
     )
 
+    from export import atomic_output
+
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent, prefix=f".{out_path.stem}.")
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(out_path) as tmp:
         onnx.save_model(model_proto, tmp)
         max_abs_diff = verify_onnx_matches_keras(keras_model, tmp, X_verify)
         logits_diff = _logits_diff(keras_model, tmp, X_verify)
@@ -400,13 +397,6 @@ def export_model(
             p = onnx_predict(tmp, X_verify[:n])
             if p.shape != (n, len(report["labels"])) or not np.allclose(p.sum(axis=1), 1.0, atol=1e-5):
                 raise ExportVerificationError(f"batch of {n}: output shape {p.shape} or row sums wrong")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a shipped file is world-readable
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
     data = out_path.read_bytes()
     info = {

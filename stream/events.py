@@ -49,6 +49,13 @@ def wall_time_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _checked(labels: Sequence[str], probabilities) -> np.ndarray:
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.shape != (len(labels),):
+        raise ValueError(f"probabilities: expected shape ({len(labels)},), got {p.shape}")
+    return p
+
+
 def label_probabilities(labels: Sequence[str], probabilities) -> dict[str, float]:
     """``{label: p}`` (rounded to 6 decimals) for probabilities in label order.
 
@@ -57,9 +64,7 @@ def label_probabilities(labels: Sequence[str], probabilities) -> dict[str, float
     ValueError
         If ``probabilities`` is not of shape (len(labels),).
     """
-    p = np.asarray(probabilities, dtype=np.float64)
-    if p.shape != (len(labels),):
-        raise ValueError(f"probabilities: expected shape ({len(labels)},), got {p.shape}")
+    p = _checked(labels, probabilities)
     return {label: round(float(v), 6) for label, v in zip(labels, p)}
 
 
@@ -76,9 +81,7 @@ def top_labels(labels: Sequence[str], probabilities, k: int) -> list[list]:
     ValueError
         If ``probabilities`` is not of shape (len(labels),).
     """
-    p = np.asarray(probabilities, dtype=np.float64)
-    if p.shape != (len(labels),):
-        raise ValueError(f"probabilities: expected shape ({len(labels)},), got {p.shape}")
+    p = _checked(labels, probabilities)
     order = np.argsort(-p, kind="stable")[: int(k)]
     return [[labels[i], round(float(p[i]), 4)] for i in order]
 

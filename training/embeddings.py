@@ -42,11 +42,9 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from export.musicnn import sha256_file
+
+    return sha256_file(path)
 
 
 def decode(path: str | os.PathLike, sample_rate: int = logmel.SAMPLE_RATE) -> np.ndarray:

@@ -2,40 +2,56 @@
 
 Usage (from the repository, after ``scripts/setup.sh train test``)::
 
-    .venv/bin/python benchmarks/streams.py                    # every phase, 6-9 minutes
-    .venv/bin/python benchmarks/streams.py --quick            # smoke run, < 2 minutes
+    .venv/bin/python benchmarks/streams.py                    # every phase, the default model
+    .venv/bin/python benchmarks/streams.py --quick            # smoke run
+    .venv/bin/python benchmarks/streams.py --model gtzan-mlp  # a shipped name or an ONNX path
+    .venv/bin/python benchmarks/streams.py --models gtzan-mlp,musicnn-msd   # both, one session, one table
     .venv/bin/python benchmarks/streams.py --json results.json --profile
     .venv/bin/python benchmarks/streams.py --phases throughput,naive
 
 Streams are the music clips of ``../shared/audio/free`` (``GENRESTREAM_SHARED``),
-decoded once as serving decodes them and played from memory (looping, each
-stream from its own place in its clip), through the real :class:`stream.engine.Engine`
-with the model ``--model`` (default: the shipped one, or ``$GENRESTREAM_MODEL``),
-hop 1 s. Phases, in one run:
+decoded once as serving decodes them (to the model's sample rate) and played
+from memory (looping, each stream from its own place in its clip), through the
+real :class:`stream.engine.Engine` with the model ``--model`` (a shipped name
+or a path, :func:`stream.model.resolve_model`; default ``$GENRESTREAM_MODEL``,
+else :data:`stream.model.DEFAULT_MODEL_NAME`) at the model's default hop (or
+``--hop-s``), snapped by its frontend (musicnn-msd: 1.008 s). Everything that
+depends on the model (sample rate, window, hop, model input) comes from it.
+``--models a,b`` runs every phase for each model in turn, in one process, and
+prints one table with a row group per model. Phases, per model:
 
 1. ``throughput`` (1 core): streams read as fast as possible; CPU seconds of
    the process per classified window in steady state (after every stream's
    first window) give *streams per core* = stream-seconds / CPU-seconds.
 2. ``ladder`` (1 core): N streams in real time, N going up (×1.5) and then
-   bisected; a rung is *sustained* when the p99, over every window due in the
-   measured interval, of (event published − moment the window's last sample
+   bisected; a rung is *sustained* when the p99, over every window due in
+   the measured interval, of (event published − moment the window's last sample
    was due) is at most one hop (a window never published counts as infinitely
    late). Reports the most streams sustained.
-3. ``latency`` (both cores, default engine settings, a fresh process): N=100
-   real-time streams; an EventServer (WebSocket) and a RedisPublisher to a
-   redis-server started for the run; a WebSocket client and a Redis subscriber,
-   each in a process of its own, stamp ``time.monotonic()`` on receipt of every
-   prediction. Latency = receipt − ``window_done_monotonic_s`` (the engine's
-   "window complete" stamp) and receipt − the moment the window was due. The
-   baseline is the same path with no engine work: synthetic events at the same
-   rate, stamped when published.
+3. ``latency`` (every allowed core, default engine and ONNX Runtime settings, a
+   fresh process): N real-time streams (``--latency-streams``; default what
+   this run says the cores hold: the ladder's 1-core figure, else the
+   throughput estimate, times the cores, at most 100); an EventServer
+   (WebSocket) and a RedisPublisher to a redis-server started for the run; a
+   WebSocket client and a Redis subscriber, each in a process of its own, stamp
+   ``time.monotonic()`` on receipt of every prediction. Latency = receipt −
+   ``window_done_monotonic_s`` (the engine's "window complete" stamp) and
+   receipt − the moment the window was due. The baseline is the same path with
+   no engine work: synthetic events of the same shape at the same rate,
+   stamped when published.
 4. ``memory`` (in the latency run): RSS before the streams and during them, per
    stream; CPU per stream = process CPU / (N × wall); and a tracemalloc
    breakdown of what one stream holds, from a smaller run.
-5. ``naive`` (1 core): the tutorials' way, per window: the 57 features on the
-   whole window (:func:`stream.frontends.gtzan.gtzan_features`), then a Keras
-   ``model.predict`` on that one window. Its windows per CPU-second are the
-   baseline of phase 1's.
+5. ``naive`` (1 core): the tutorials' way, per window. gtzan-mlp: the 57
+   features on the whole window (:func:`stream.frontends.gtzan.gtzan_features`),
+   then a Keras ``model.predict`` on that one window. musicnn-msd: librosa's
+   log-mel of that window's audio, then TensorFlow on that one patch (musicnn's
+   own checkpoint, :func:`export.musicnn.tf_predict`), then the Keras heads.
+   Its windows per CPU-second are the baseline of phase 1's.
+
+The 1-core phases give ONNX Runtime one intra-op thread (a 1-core machine's
+default; more threads on one pinned core spin against each other); the latency
+phase leaves it at its default, as serving does.
 
 The machine may be busy: every figure is printed next to a baseline measured
 in the same run, and a calibration (a fixed FFT workload on the pinned core)
@@ -62,6 +78,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -82,6 +99,9 @@ REDIS_CHANNEL = "genrestream:events"  # stream.publishers.CHANNEL
 
 ENGINE_KW: dict[str, Any] = {}
 """Extra Engine keyword arguments (``--engine-kw``); the latency process gets them through its config."""
+
+LATENCY_MAX_STREAMS = 100
+"""Most streams the latency phase picks by itself (the issue's target per core)."""
 
 TARGETS = {
     "streams_per_core": 100.0,
@@ -137,6 +157,21 @@ def ms(x: float | None) -> str:
     if x == INF:
         return "never"
     return f"{x * 1000:.1f} ms"
+
+
+def _batches(stats: dict | None) -> str:
+    """", model batches: mean m, largest k windows" (empty when there were none)."""
+    if not stats or not stats.get("batches"):
+        return ""
+    return f"; model batches: mean {stats['mean']:.2g}, largest {stats['max']} windows"
+
+
+def _due_p99(lags: dict) -> str:
+    """Why a run did not keep up, from :func:`window_lags`: due→receipt p99 over one hop, or windows never delivered."""
+    p99 = lags.get("due_p99_s")
+    if p99 == INF:
+        return "more than 1 % of the due windows never arrived"
+    return f"due→receipt p99 {ms(p99)} > one hop"
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -198,7 +233,7 @@ class ThreadCPU:
         while not self._stop.wait(self.interval):
             self.last.update(self.sample())
 
-    def start(self) -> "ThreadCPU":
+    def start(self) -> ThreadCPU:
         first = self.sample()
         self.base = {tid: cpu for tid, (_, cpu) in first.items()}
         self.last = dict(first)
@@ -223,7 +258,7 @@ class ThreadProfiler:
     def __init__(self) -> None:
         self.profiles: list = []
 
-    def __enter__(self) -> "ThreadProfiler":
+    def __enter__(self) -> ThreadProfiler:
         import cProfile
 
         def hook(frame, event, arg):  # first profile event of a new thread: hand over to cProfile
@@ -260,6 +295,28 @@ class ThreadProfiler:
         out.write(f"-- top {top} by own CPU time --\n")
         stats.sort_stats("tottime").print_stats(top)
         return out.getvalue()
+
+
+class BatchSizes:
+    """A model that remembers the size of every batch it is given; everything else is the wrapped model's.
+
+    ONNX Runtime's memory arena keeps what its largest batch needed, so the largest batch explains RSS.
+    """
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.sizes: list[int] = []
+
+    def predict(self, x):
+        self.sizes.append(len(x))  # from the inference thread: list.append is atomic
+        return self._model.predict(x)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def stats(self) -> dict:
+        n = self.sizes
+        return {"batches": len(n), "mean": (sum(n) / len(n)) if n else None, "max": max(n, default=None)}
 
 
 class Recorder:
@@ -320,12 +377,13 @@ async def run_fast(model, clips, n: int, audio_s: float, hop_s: float, workers: 
                    seed: int = 0, profiler: ThreadProfiler | None = None) -> dict:
     """n streams of audio_s seconds each, as fast as possible; steady-state CPU per window."""
     from _sources import make_sources
+
     from stream.engine import Engine
 
-    info = model.info
-    hop_length = round(hop_s * info.sample_rate)
     rec = Recorder()
-    engine = Engine(model, [rec], hop_s=hop_s, realtime=False, feature_workers=workers, trace_latency=True, **ENGINE_KW)
+    tap = BatchSizes(model)
+    engine = Engine(tap, [rec], hop_s=hop_s, realtime=False, feature_workers=workers, trace_latency=True, **ENGINE_KW)
+    hop_s, hop_length = engine.hop_s, engine.hop_length  # as the frontend snapped it
     sources = make_sources(clips, n, duration_s=audio_s, block_length=hop_length / 4, pace="engine", seed=seed)
     for sid, src in sources.items():
         engine.add(src, sid)
@@ -351,6 +409,7 @@ async def run_fast(model, clips, n: int, audio_s: float, hop_s: float, workers: 
         "audio_s": sum(s.audio_s for s in summaries.values()),
         "failed": [sid for sid, s in summaries.items() if s.state == "failed"],
         "threads_cpu_s": {k: round(v, 3) for k, v in groups.items() if v >= 0.005},
+        "batch_sizes": tap.stats(),
     }
     steady = None
     if len(first) == n and rows:
@@ -436,13 +495,15 @@ async def run_realtime(model, clips, n: int, *, hop_s: float, workers: int | Non
                        hooks: Hooks | None = None, sample_rss: bool = False) -> dict:
     """n streams in real time, added one by one over one hop (unsynchronised); measure after warm-up."""
     from _sources import make_sources
+
     from stream.engine import Engine
 
     hooks = hooks or Hooks()
     info = model.info
-    hop_length = round(hop_s * info.sample_rate)
     rec = Recorder()
-    engine = Engine(model, [rec], hop_s=hop_s, realtime=True, feature_workers=workers, trace_latency=True, **ENGINE_KW)
+    tap = BatchSizes(model)
+    engine = Engine(tap, [rec], hop_s=hop_s, realtime=True, feature_workers=workers, trace_latency=True, **ENGINE_KW)
+    hop_s, hop_length = engine.hop_s, engine.hop_length  # as the frontend snapped it
     await hooks.before(engine)
     rss_before = rss_kib()
     sources = make_sources(clips, n, duration_s=None, block_length=hop_length / 4, pace=pace,
@@ -482,6 +543,7 @@ async def run_realtime(model, clips, n: int, *, hop_s: float, workers: int | Non
         "in_process": window_lags(sources, t0, t1, info.window_s, hop_s, receipts),
         "rss_before_kib": rss_before, "rss_during_kib": rss, "t0": t0, "t1": t1,
         "threads_cpu_s": {k: round(v, 3) for k, v in groups.items() if v >= 0.005},
+        "batch_sizes": tap.stats(),
         **extra,
     }
     lags = out["in_process"]
@@ -491,9 +553,9 @@ async def run_realtime(model, clips, n: int, *, hop_s: float, workers: int | Non
 
 
 # -- phase 1: throughput ---------------------------------------------------------
-def phase_throughput(args, model, clips) -> dict:
+def phase_throughput(args, sub: Subject) -> dict:
+    model, clips, hop = sub.model, sub.clips, sub.hop_s
     info = model.info
-    hop = args.hop_s
     pin({args.core})
     say(f"\n## 1. throughput, as fast as possible, 1 core (cpu {args.core}), feature_workers=1, hop {hop:g} s")
     probe_audio = info.window_s + args.probe_hops * hop
@@ -521,12 +583,12 @@ def phase_throughput(args, model, clips) -> dict:
         "streams": chosen["streams"], "windows": s["windows"], "cpu_s": s["cpu_s"],
         "cpu_s_per_window": s["cpu_s_per_window"], "windows_per_cpu_s": 1.0 / s["cpu_s_per_window"],
         "streams_per_core": s["streams_per_core"], "cores_used": s["cores_used"],
-        "threads_cpu_s": chosen["threads_cpu_s"], "failed": chosen["failed"],
+        "threads_cpu_s": chosen["threads_cpu_s"], "failed": chosen["failed"], "batch_sizes": chosen["batch_sizes"],
     })
     say(f"  => {chosen['streams']} streams, {s['windows']} steady windows in {s['cpu_s']:.2f} CPU-s "
         f"({s['wall_s']:.1f} s wall, {s['cores_used']:.2f} cores used): "
         f"{s['cpu_s_per_window'] * 1000:.2f} CPU-ms per window, {s['streams_per_core']:.3g} real-time streams per core "
-        f"(CPU-time estimate)")
+        f"(CPU-time estimate)" + _batches(chosen["batch_sizes"]))
     total = sum(chosen["threads_cpu_s"].values()) or 1.0
     say("  where the CPU went, by thread (whole run, warm-up included; native:* = threads Python did not start: "
         "OpenBLAS, ONNX Runtime):")
@@ -545,8 +607,8 @@ def phase_throughput(args, model, clips) -> dict:
 
 
 # -- phase 2: real-time ladder ------------------------------------------------------
-def phase_ladder(args, model, clips, estimate: float | None, share: float | None) -> dict:
-    hop = args.hop_s
+def phase_ladder(args, sub: Subject, estimate: float | None, share: float | None) -> dict:
+    model, clips, hop = sub.model, sub.clips, sub.hop_s
     thr_ms = 1000 * hop / estimate if estimate else None  # CPU-ms per window as fast as possible
     pin({args.core})
     if args.ladder_start:
@@ -573,13 +635,13 @@ def phase_ladder(args, model, clips, estimate: float | None, share: float | None
                 "cpu_ms_per_window": cpu_ms, "cpu_per_stream_cores": r["cores_used"] / n,
                 "expected": lags["expected"], "received": lags["received"],
                 "due_p50_s": lags["due_p50_s"], "due_p99_s": lags["due_p99_s"], "done_p99_s": lags["done_p99_s"],
-                "drift_s": lags["drift_s"]}
+                "drift_s": lags["drift_s"], "batch_sizes": r["batch_sizes"]}
         rungs.append(rung)
         say(f"  N={n:<4} {'sustained' if r['sustained'] else 'NOT sustained':<14} windows {lags['received']}/{lags['expected']}, "
             f"due→event p50 {ms(lags['due_p50_s'])} p99 {ms(lags['due_p99_s'])}, window_done→event p99 {ms(lags['done_p99_s'])}, "
             f"CPU {r['cores_used']:.2f} of the core"
             + (f", {cpu_ms:.1f} CPU-ms per window published" + (f" (×{cpu_ms / thr_ms:.2f} of as-fast-as-possible)" if thr_ms else "")
-               if cpu_ms else ""))
+               if cpu_ms else "") + _batches(r["batch_sizes"]))
         if r["sustained"]:
             lo = max(lo, n)
         else:
@@ -769,12 +831,18 @@ class LatencyHooks(Hooks):
 
     async def _transport_baseline(self, engine) -> None:
         """Synthetic prediction events, at the streams' event rate, through the same server and Redis."""
-        from stream import events
-
         import numpy as np
 
+        from stream import events
+
+        info = engine.model.info
         labels = engine.model.labels
         probs = np.full(len(labels), 1.0 / len(labels), dtype=np.float32)
+        extra: dict[str, Any] = {}  # the same fields as the model's real events
+        if info.content_labels:
+            extra["content"] = events.label_probabilities(info.content_labels, np.full(len(info.content_labels), 1 / 3))
+        if info.tag_labels:
+            extra["tags"] = events.top_labels(info.tag_labels, np.linspace(0.9, 0.1, len(info.tag_labels)), 5)
         rate = self.n / self.cfg["hop_s"]
         seconds = self.cfg["transport_s"]
         start = time.monotonic()
@@ -785,7 +853,7 @@ class LatencyHooks(Hooks):
                 break
             await sleep_until(due)
             event = events.prediction(f"transport-{k % self.n:03d}", 10.0 + k // self.n, labels, probs, labels[0],
-                                      0.1, window_done_monotonic_s=time.monotonic())
+                                      0.1, window_done_monotonic_s=time.monotonic(), **extra)
             self.server.publish(event)
             if self.redis is not None:
                 self.redis.publish(event)
@@ -843,6 +911,7 @@ class TraceHooks(Hooks):
 
 async def _latency_child(cfg: dict) -> dict:
     from _sources import read_clips
+
     from stream.model import GenreModel
 
     logging.basicConfig(level=cfg["log_level"], format="%(levelname)s %(name)s: %(message)s")
@@ -881,7 +950,7 @@ async def _latency_child(cfg: dict) -> dict:
         r["memory"] = {"rss_before_kib": before["VmRSS"], "rss_during_median_kib": med, "rss_during_max_kib": max(x["VmRSS"] for x in during),
                        "per_stream_kib": (med - before["VmRSS"]) / n,
                        "per_stream_anon_kib": (med_anon - before.get("RssAnon", 0)) / n,
-                       "window_bytes": info.window_length * 4}
+                       "window_bytes": info.window_length * 4, "window_s": info.window_s}
     r["cpu_per_stream_cores"] = r["cpu_s"] / (n * r["measure_s"])
     # per-structure memory from a smaller traced run
     k = cfg["trace_streams"]
@@ -905,12 +974,41 @@ def latency_child_main(cfg: dict, out) -> None:
         out.put({"error": traceback.format_exc()})
 
 
-def phase_latency(args, model, clips_path: Path, all_cpus) -> dict:
-    hop = args.hop_s
-    n = args.latency_streams
+def latency_streams(args, sub: Subject, estimate: float | None, ladder: dict | None, cores: int) -> tuple[int, str]:
+    """Streams of the latency phase: ``--latency-streams``, else what this run says ``cores`` hold.
+
+    Per core: the ladder's most streams sustained in real time on one core when phase 2 ran and found
+    some, else phase 1's CPU-time estimate (a 1-stream probe on the pinned core when phase 1 did not
+    run either); times the cores, at most :data:`LATENCY_MAX_STREAMS`. The CPU-time estimate alone
+    overshoots: real time costs more per window than as fast as possible, and tail latency grows
+    before a core is full.
+    """
+    given = sub.latency_streams
+    if given:
+        return given, "--latency-streams"
+    if ladder and ladder.get("bracketed", True) and ladder.get("max_sustained"):
+        per_core = ladder["max_sustained"]
+        n = max(1, min(LATENCY_MAX_STREAMS, int(cores * per_core)))
+        return n, f"the ladder: {per_core} sustained on 1 core × {cores} cores" + (
+            f", at most {LATENCY_MAX_STREAMS}" if n == LATENCY_MAX_STREAMS else "")
+    how = "phase 1's CPU-time estimate"
+    if not estimate:
+        pin({args.core})
+        probe = asyncio.run(run_fast(sub.model, sub.clips, 1, sub.model.info.window_s + args.probe_hops * sub.hop_s,
+                                     sub.hop_s, workers=1, seed=args.seed))
+        estimate = probe["steady"]["streams_per_core"]
+        how = "a 1-stream probe"
+    n = max(1, min(LATENCY_MAX_STREAMS, int(cores * estimate)))
+    return n, f"{how}: {estimate:.3g} streams per core × {cores} cores" + (
+        f", at most {LATENCY_MAX_STREAMS}" if n == LATENCY_MAX_STREAMS else "")
+
+
+def phase_latency(args, sub: Subject, all_cpus, estimate: float | None = None, ladder: dict | None = None) -> dict:
+    model, clips_path, hop = sub.model, sub.clips_path, sub.hop_s
+    n, why = latency_streams(args, sub, estimate, ladder, len(all_cpus))
     pin(all_cpus)
-    say(f"\n## 3-4. latency, memory and CPU per stream: {n} real-time streams, all cores, default engine settings, "
-        f"{args.latency_seconds:g} s measured (fresh process)")
+    say(f"\n## 3-4. latency, memory and CPU per stream: {n} real-time streams ({why}), {len(all_cpus)} cores, "
+        f"default engine and ONNX Runtime settings, {args.latency_seconds:g} s measured (fresh process)")
     redis = RedisServer()
     url = redis.start()
     if url is None:
@@ -941,6 +1039,8 @@ def phase_latency(args, model, clips_path: Path, all_cpus) -> dict:
             child.terminate()
             child.join(5)
         redis.stop()
+    result["streams_chosen_by"] = why
+    result["cores"] = len(all_cpus)
     if "error" in result:
         say("  FAILED: " + result["error"])
         return result
@@ -963,8 +1063,9 @@ def phase_latency(args, model, clips_path: Path, all_cpus) -> dict:
     if m:
         say(f"  memory: RSS {m['rss_before_kib'] / 1024:.0f} MiB before the streams (absolute), median "
             f"{m['rss_during_median_kib'] / 1024:.0f} MiB with {n} → {m['per_stream_kib'] / 1024:.2f} MiB per stream "
-            f"(anonymous {m['per_stream_anon_kib'] / 1024:.2f} MiB); baseline: a 10 s float32 window is "
-            f"{m['window_bytes'] / 2**20:.2f} MiB → {ratio(m['per_stream_kib'] * 1024, m['window_bytes'])}")
+            f"(anonymous {m['per_stream_anon_kib'] / 1024:.2f} MiB); baseline: a {m['window_s']:g} s float32 window is "
+            f"{m['window_bytes'] / 2**20:.2f} MiB → {ratio(m['per_stream_kib'] * 1024, m['window_bytes'])}"
+            + _batches(result.get("batch_sizes")) + " (ONNX Runtime's memory arena keeps what its largest batch needed)")
     say(f"  CPU per stream: {100 * result['cpu_per_stream_cores']:.2f} % of a core ({result['cpu_s']:.1f} CPU-s over "
         f"{result['measure_s']:.1f} s, absolute); by thread: "
         + ", ".join(f"{k} {v:.1f}" for k, v in list(result.get("threads_cpu_s", {}).items())[:5]))
@@ -978,56 +1079,119 @@ def phase_latency(args, model, clips_path: Path, all_cpus) -> dict:
 
 
 # -- phase 5: the naive way ------------------------------------------------------------
+def _artifact_files(pattern: str) -> list[Path]:
+    folder = REPO / "artifacts"
+    return sorted(folder.glob(pattern)) if folder.is_dir() else []
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if REPO in path.parents else str(path)
+
+
 def _keras_model(n_labels: int, n_features: int, path: Path | None = None):
-    """``path``, else a trained Keras model from artifacts/ if there is one, else the same architecture untrained."""
+    """``path``, else a trained Keras model of ``n_features`` inputs from artifacts/, else the same architecture untrained."""
     import keras
 
-    found = [path] if path else sorted((REPO / "artifacts").glob("**/*.keras")) if (REPO / "artifacts").is_dir() else []
+    found = [path] if path else _artifact_files("**/*.keras")
     try:
         import training.model as tm  # registers the custom layer; has build_model
     except Exception:  # noqa: BLE001
         tm = None
     problem = ""
-    if found:
-        where = found[0].resolve()
+    for where in found[:8]:
         try:
-            return keras.saving.load_model(where), f"trained {where.relative_to(REPO) if REPO in where.parents else where}"
+            candidate = keras.saving.load_model(where)
         except Exception as exc:  # noqa: BLE001 - same architecture untrained is as good for speed
             problem = f" ({where} did not load: {str(exc).splitlines()[0][:120]})"
+            continue
+        if candidate.input_shape[-1] == n_features:  # not a musicnn head (200 inputs) from another run
+            return candidate, f"trained {_shown(where)}"
+        problem = f" ({_shown(where)} takes {candidate.input_shape[-1]} inputs, not {n_features})"
     if tm is not None:
-        return tm.build_model(n_labels), "training.model.build_model (untrained; weights do not change speed)" + problem
+        return (tm.build_model(n_labels, n_features=n_features),
+                "training.model.build_model (untrained; weights do not change speed)" + problem)
     inputs = keras.Input(shape=(n_features,))
     x = keras.layers.Normalization()(inputs)
     x = keras.layers.Dense(256, activation="relu")(x)
     x = keras.layers.Dense(128, activation="relu")(x)
     return (keras.Model(inputs, keras.layers.Dense(n_labels, activation="softmax")(x)),
-            "Normalization→256→128→10 MLP (untrained)" + problem)
+            f"Normalization→256→128→{n_labels} MLP (untrained)" + problem)
 
 
-def phase_naive(args, model, clips) -> dict:
+def _musicnn_heads(info, n_embedding: int, path: Path | None = None):
+    """The Keras heads of a musicnn model: ``[(name, keras.Model)]`` and what they are.
+
+    ``path`` (``--keras``) or the newest ``artifacts/**/genre_head.keras``: a heads training run
+    (``genre_head.keras``, and ``content_head.keras`` when the model has a content head); else
+    :func:`training.heads.build_head` untrained, with the model's numbers of labels (weights do not change speed).
+    """
+    import keras
     import numpy as np
 
-    say(f"\n## 5. the naive way, 1 core (cpu {args.core}): per window, gtzan_features on the whole window, then "
-        f"Keras model.predict on that window alone")
+    wanted = [("genre", len(info.labels))] + ([("content", len(info.content_labels))] if info.content_labels else [])
     try:
-        t_import = time.monotonic()
-        import tensorflow as tf  # noqa: F401
-        import keras  # noqa: F401
-    except ImportError as exc:
-        say(f"  skipped: TensorFlow/Keras not installed ({exc}); `scripts/setup.sh train` installs it")
-        return {"skipped": str(exc)}
-    from stream.frontends.gtzan import gtzan_features
+        from training.heads import build_head
+        from training.model import Standardize  # noqa: F401 - registers the layer for load_model
+    except Exception as exc:
+        raise RuntimeError(f"training.heads does not import ({exc}); `scripts/setup.sh train` installs its needs") from exc
+    folders = [path] if path else [p.parent for p in _artifact_files("**/genre_head.keras")][::-1]
+    problem = ""
+    for folder in folders[:4]:
+        folder = Path(folder)
+        try:
+            heads = [(name, keras.saving.load_model(folder / f"{name}_head.keras")) for name, _ in wanted]
+        except Exception as exc:  # noqa: BLE001 - untrained heads of the same shape are as good for speed
+            problem = f" ({folder} did not give the heads: {str(exc).splitlines()[0][:120]})"
+            continue
+        if all(m.input_shape[-1] == n_embedding and m.output_shape[-1] == k for (_, m), (_, k) in zip(heads, wanted)):
+            return heads, f"trained heads from {_shown(folder)}"
+        problem = f" ({_shown(folder)}: heads of other shapes)"
+    zeros, ones = np.zeros(n_embedding, np.float32), np.ones(n_embedding, np.float32)
+    heads = [(name, build_head(n_embedding, k, zeros, ones, name=f"{name}_head")) for name, k in wanted]
+    return heads, ("training.heads.build_head " + " + ".join(f"{name} ({k})" for name, k in wanted)
+                   + ", untrained (weights do not change speed)" + problem)
 
-    info = model.info
-    keras_model, what = _keras_model(len(info.labels), len(info.feature_names), args.keras)
-    say(f"  model: {what}; TensorFlow {tf.__version__}, import {time.monotonic() - t_import:.1f} s")
-    L, hop_length = info.window_length, round(args.hop_s * info.sample_rate)
+
+def _naive_window(clips, hop_length: int, window_length: int):
+    """Window ``w`` of the naive loop: clip ``w % len(clips)``, from sample ``(w // len(clips)) * hop_length``, looping."""
+    import numpy as np
 
     def window(w: int) -> np.ndarray:
         clip = clips[w % len(clips)].samples
         start = (w // len(clips)) * hop_length
-        return clip[np.arange(start, start + L) % clip.shape[0]]
+        return clip[np.arange(start, start + window_length) % clip.shape[0]]
 
+    return window
+
+
+def _naive_result(args, sub: Subject, what: str, cpu_by_part: dict[str, float], wall: float, extra: dict) -> dict:
+    n = args.naive_windows
+    cpu = sum(cpu_by_part.values())
+    out = {"model": what, "windows": n, "cpu_s": cpu, "wall_s": wall,
+           **{f"{part}_cpu_s": v for part, v in cpu_by_part.items()},
+           "parts": list(cpu_by_part), "cpu_s_per_window": cpu / n, "windows_per_cpu_s": n / cpu,
+           "streams_per_core": n * sub.hop_s / cpu, "cores_used": cpu / wall, **extra}
+    parts = ", ".join(f"{part} {1000 * v / n:.1f}" for part, v in cpu_by_part.items())
+    say(f"  {n} windows: {1000 * cpu / n:.1f} CPU-ms per window ({parts}; absolute) → {out['windows_per_cpu_s']:.3g} "
+        f"windows per CPU-s = {out['streams_per_core']:.3g} real-time streams per core at hop {sub.hop_s:g} s "
+        f"({out['cores_used']:.2f} cores used)")
+    return out
+
+
+def _naive_gtzan(args, sub: Subject, tf) -> dict:
+    import numpy as np
+
+    from stream.frontends.gtzan import gtzan_features
+
+    model, clips = sub.model, sub.clips
+    info = model.info
+    say(f"\n## 5. the naive way, 1 core (cpu {args.core}): per window, gtzan_features on the whole window, then "
+        f"Keras model.predict on that window alone")
+    keras_path = args.keras if args.keras is not None and not args.keras.is_dir() else None
+    keras_model, what = _keras_model(len(info.labels), model.frontend.input_shape[0], keras_path)
+    say(f"  model: {what}; TensorFlow {tf.__version__}")
+    window = _naive_window(clips, sub.hop_length, info.window_length)
     x = gtzan_features(window(0), info.sample_rate).astype(np.float32)  # warm-up: JIT, graph tracing
     keras_model.predict(x[None], verbose=0)
     pin({args.core})  # TensorFlow made its threads by now
@@ -1042,16 +1206,97 @@ def phase_naive(args, model, clips) -> dict:
         c2 = time.process_time()
         feat_cpu += c1 - c0
         pred_cpu += c2 - c1
-    wall = time.monotonic() - t0
+    return _naive_result(args, sub, what, {"features": feat_cpu, "predict": pred_cpu}, time.monotonic() - t0, {})
+
+
+def _naive_musicnn(args, sub: Subject, tf) -> dict:
+    import librosa
+    import numpy as np
+
+    model, clips = sub.model, sub.clips
+    info, fe = model.info, model.frontend
+    p = fe.params()
+    say(f"\n## 5. the naive way, 1 core (cpu {args.core}): per window, librosa.feature.melspectrogram of the window's "
+        f"audio (sr {p['sample_rate']}, n_fft {p['n_fft']}, hop_length {p['hop_length']}, {p['n_mels']} mels, "
+        f"center={p['center']}, {p['log']}), then TensorFlow on that one patch (musicnn's checkpoint, frozen graph, "
+        f"1 thread), then the Keras heads on its embedding")
+    try:
+        from export.musicnn import load_checkpoint, tf_predict
+    except Exception as exc:  # noqa: BLE001
+        say(f"  skipped: export.musicnn does not import ({exc})")
+        return {"skipped": f"export.musicnn: {exc}"}
+    t = time.monotonic()
+    try:
+        checkpoint = load_checkpoint("MSD_musicnn")  # the wheel, from the cache or PyPI (export.musicnn.fetch_wheel)
+    except Exception as exc:  # noqa: BLE001 - no network, no cache: say so, go on
+        say(f"  skipped: musicnn's checkpoint is not available ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+        return {"skipped": f"checkpoint: {exc}"}
+    say(f"  backbone: {checkpoint.name} from the musicnn {checkpoint.wheel_sha256[:12]} wheel, read in "
+        f"{time.monotonic() - t:.1f} s; TensorFlow {tf.__version__}")
+
+    def logmel(y: np.ndarray) -> np.ndarray:
+        S = librosa.feature.melspectrogram(y=y, sr=p["sample_rate"], n_fft=p["n_fft"], hop_length=p["hop_length"],
+                                           n_mels=p["n_mels"], center=False)
+        return np.log10(10000 * S + 1).T.astype(np.float32)
+
+    window = _naive_window(clips, sub.hop_length, info.window_length)
+    patch = logmel(window(0))  # warm-up: librosa's caches, the TF session, Keras tracing
+    if patch.shape != tuple(fe.input_shape):
+        raise RuntimeError(f"naive log-mel: shape {patch.shape}, the model takes {tuple(fe.input_shape)}")
+    out = tf_predict(patch[None], checkpoint, graph="frozen", threads=1)
+    heads, what = _musicnn_heads(info, out["embedding"].shape[-1], args.keras if args.keras and args.keras.is_dir() else None)
+    say(f"  heads: {what}")
+    for _, head in heads:
+        np.asarray(head(out["embedding"], training=False))
+        head.predict(out["embedding"], verbose=0)
+    # the same audio through the model under test: does the naive way compute the same thing?
+    tags_diff = float(np.max(np.abs(model.predict(fe.window_input(window(0))[None])["tags"] - out["tags"]))) \
+        if "tags" in info.heads else None
+    pin({args.core})  # TensorFlow made its threads by now
+    cpu = {"logmel": 0.0, "backbone": 0.0, "heads": 0.0}
+    predict_cpu = wall = 0.0
+    for w in range(1, args.naive_windows + 1):
+        y = window(w)
+        t0, c0 = time.monotonic(), time.process_time()
+        patch = logmel(y)
+        c1 = time.process_time()
+        emb = tf_predict(patch[None], checkpoint, graph="frozen", threads=1)["embedding"]
+        c2 = time.process_time()
+        for _, head in heads:  # a direct call: Keras' model.predict costs far more (measured apart below)
+            np.asarray(head(emb, training=False))
+        t3, c3 = time.monotonic(), time.process_time()
+        for _, head in heads:
+            head.predict(emb, verbose=0)
+        predict_cpu += time.process_time() - c3
+        wall += t3 - t0
+        cpu["logmel"] += c1 - c0
+        cpu["backbone"] += c2 - c1
+        cpu["heads"] += c3 - c2
     n = args.naive_windows
-    cpu = feat_cpu + pred_cpu
-    out = {"model": what, "windows": n, "cpu_s": cpu, "wall_s": wall, "features_cpu_s": feat_cpu,
-           "predict_cpu_s": pred_cpu, "cpu_s_per_window": cpu / n, "windows_per_cpu_s": n / cpu,
-           "streams_per_core": n * args.hop_s / cpu, "cores_used": cpu / wall}
-    say(f"  {n} windows: {1000 * cpu / n:.1f} CPU-ms per window (features {1000 * feat_cpu / n:.1f}, "
-        f"predict {1000 * pred_cpu / n:.1f}; absolute) → {out['windows_per_cpu_s']:.3g} windows per CPU-s = "
-        f"{out['streams_per_core']:.3g} real-time streams per core at hop {args.hop_s:g} s ({out['cores_used']:.2f} cores used)")
-    return out
+    res = _naive_result(args, sub, what, cpu, wall, {"heads_predict_cpu_s": predict_cpu, "tags_max_abs_diff": tags_diff,
+                                                      "checkpoint": checkpoint.name})
+    say(f"  (the heads through Keras model.predict instead: {1000 * predict_cpu / n:.1f} CPU-ms per window, not in "
+        f"the baseline; TensorFlow's tags against the model's on the same window: max |diff| "
+        + (f"{tags_diff:.2g})" if tags_diff is not None else "n/a)"))
+    return res
+
+
+def phase_naive(args, sub: Subject) -> dict:
+    try:
+        t_import = time.monotonic()
+        import keras  # noqa: F401
+        import tensorflow as tf
+    except ImportError as exc:
+        say(f"\n## 5. the naive way: skipped, TensorFlow/Keras not installed ({exc}); `scripts/setup.sh train` installs it")
+        return {"skipped": str(exc)}
+    log.info("TensorFlow imported in %.1f s", time.monotonic() - t_import)
+    name = sub.model.frontend.name
+    if name == "genrestream.gtzan57":
+        return _naive_gtzan(args, sub, tf)
+    if name == "musicnn-logmel":
+        return _naive_musicnn(args, sub, tf)
+    say(f"\n## 5. the naive way: skipped, no naive way written for frontend {name!r}")
+    return {"skipped": f"frontend {name}"}
 
 
 # -- the report ------------------------------------------------------------------------
@@ -1071,8 +1316,9 @@ def summary_table(res: dict, hop: float) -> list[dict]:
                      "baseline": (f"CPU-time estimate {est:.3g} (ladder = ×{lad['max_sustained'] / est:.2f} of it)" if est else "")
                      + (f"; process got {share:.2f} of the core at the first failing rung" if share is not None else "")})
     if thr:
-        rows.append({"metric": "streams per core from CPU time (as fast as possible, steady state)",
-                     "measured": round(thr["streams_per_core"], 3), "target": f"≥ {TARGETS['streams_per_core']:g}",
+        rows.append({"metric": f"streams per core from CPU time (as fast as possible, steady state, {thr['streams']} streams)",
+                     "measured": f"{thr['streams_per_core']:.3g} ({1000 * thr['cpu_s_per_window']:.1f} CPU-ms per window)",
+                     "target": f"≥ {TARGETS['streams_per_core']:g}",
                      "met": thr["streams_per_core"] >= TARGETS["streams_per_core"],
                      "baseline": f"naive {nai['streams_per_core']:.3g} → ×{thr['streams_per_core'] / nai['streams_per_core']:.3g}" if nai_ok else ""})
     if lat and "clients" in lat:
@@ -1080,9 +1326,10 @@ def summary_table(res: dict, hop: float) -> list[dict]:
             t = lat["transport"].get(name, {})
             p99 = c["done_p99_s"]
             valid = lat["sustained"]
-            rows.append({"metric": f"hop-to-event p50 / p99, {name} client, {lat['streams']} streams",
+            rows.append({"metric": f"hop-to-event p50 / p99, {name} client, {lat['streams']} streams, {lat.get('cores', 'all')} cores",
                          "measured": f"{ms(c['done_p50_s'])} / {ms(p99)}" + ("" if valid else
-                                     f" (engine NOT keeping up: {c['received']}/{c['expected']} windows due in the interval arrived; "
+                                     f" (engine NOT keeping up: {_due_p99(c)}; "
+                                     f"{c['received']}/{c['expected']} windows due in the interval arrived; "
                                      f"all {c['received_any']} received: p50 {ms(c['any_done_p50_s'])} / p99 {ms(c['any_done_p99_s'])})"),
                          "target": f"p99 ≤ {TARGETS['p99_latency_ms']:g} ms",
                          "met": bool(valid and p99 is not None and p99 * 1000 <= TARGETS["p99_latency_ms"]),
@@ -1095,8 +1342,10 @@ def summary_table(res: dict, hop: float) -> list[dict]:
             rows.append({"metric": f"memory per stream (RSS, {lat['streams']} streams)", "measured": f"{mb:.2f} MiB",
                          "target": f"≤ {TARGETS['memory_per_stream_mb']:g} MB",
                          "met": m["per_stream_kib"] * 1024 <= TARGETS["memory_per_stream_mb"] * 1e6,
-                         "baseline": f"10 s float32 window {m['window_bytes'] / 2**20:.2f} MiB → ×{m['per_stream_kib'] * 1024 / m['window_bytes']:.2f}; "
-                                     f"RSS before streams {m['rss_before_kib'] / 1024:.0f} MiB"})
+                         "baseline": f"{m['window_s']:g} s float32 window {m['window_bytes'] / 2**20:.2f} MiB → ×{m['per_stream_kib'] * 1024 / m['window_bytes']:.2f}; "
+                                     f"RSS before streams {m['rss_before_kib'] / 1024:.0f} MiB"
+                                     + (f"; largest model batch {lat['batch_sizes']['max']} windows"
+                                        if (lat.get("batch_sizes") or {}).get("max") else "")})
         cps = lat.get("cpu_per_stream_cores")
         best = (lad or {}).get("best_rung")
         if cps is not None and not lat["sustained"] and best:
@@ -1109,19 +1358,105 @@ def summary_table(res: dict, hop: float) -> list[dict]:
                          "baseline": f"naive {100 * naive_cps:.1f} % → ×{c / naive_cps:.3g}" if naive_cps else ""})
         if cps is not None:
             naive_cps = nai["cpu_s_per_window"] / hop if nai_ok else None
-            rows.append({"metric": f"CPU per stream (real time, {lat['streams']} streams, all cores)",
+            rows.append({"metric": f"CPU per stream (real time, {lat['streams']} streams, {lat.get('cores', 'all')} cores)",
                          "measured": f"{100 * cps:.2f} % of a core" + ("" if lat["sustained"] else " (saturated)"),
                          "target": f"≤ {100 / TARGETS['streams_per_core']:g} % (follows from 100/core)",
                          "met": bool(lat["sustained"] and cps <= 1 / TARGETS["streams_per_core"]),
                          "baseline": (f"naive {100 * naive_cps:.1f} % → ×{cps / naive_cps:.3g}" if lat["sustained"]
                                       else f"naive {100 * naive_cps:.1f} %; no ratio: a saturated engine's CPU is not a per-stream cost")
                          if naive_cps else ""})
+    if nai_ok and not thr:
+        rows.append({"metric": "naive way, windows per CPU-second (1 core; run the throughput phase for the ratio)",
+                     "measured": f"{nai['windows_per_cpu_s']:.3g} ({1000 * nai['cpu_s_per_window']:.1f} CPU-ms per window)",
+                     "target": "—", "met": None, "baseline": "this is the baseline"})
     if thr and nai_ok:
         r = thr["windows_per_cpu_s"] / nai["windows_per_cpu_s"]
         rows.append({"metric": "engine / naive, windows per CPU-second (1 core)", "measured": f"×{r:.3g}",
                      "target": f"≥ ×{TARGETS['naive_ratio']:g}", "met": r >= TARGETS["naive_ratio"],
-                     "baseline": f"engine {thr['windows_per_cpu_s']:.3g} vs naive {nai['windows_per_cpu_s']:.3g} windows/CPU-s (absolute)"})
+                     "baseline": f"engine {thr['windows_per_cpu_s']:.3g} vs naive {nai['windows_per_cpu_s']:.3g} windows/CPU-s "
+                                 f"({1000 * thr['cpu_s_per_window']:.1f} vs {1000 * nai['cpu_s_per_window']:.1f} CPU-ms per window; absolute)"})
     return rows
+
+
+def comparison_table(models: dict[str, dict]) -> list[tuple[str, list[str]]]:
+    """The main figures of every model side by side: ``[(metric, [value per model])]``."""
+
+    def get(r: dict, *keys):
+        for k in keys:
+            r = r.get(k) if isinstance(r, dict) else None
+        return r
+
+    def row(metric: str, fn) -> tuple[str, list[str]]:
+        values = []
+        for r in models.values():
+            try:
+                v = fn(r)
+            except (KeyError, TypeError, ZeroDivisionError):
+                v = None
+            values.append("—" if v is None else str(v))
+        return metric, values
+
+    def naive_parts(r):
+        n = get(r, "naive")
+        if not n or "cpu_s_per_window" not in n:
+            return None
+        parts = n.get("parts", [])
+        return (f"{1000 * n['cpu_s_per_window']:.1f} ("
+                + ", ".join(f"{k} {1000 * n[k + '_cpu_s'] / n['windows']:.1f}" for k in parts) + ")")
+
+    def latency(r, client):
+        lat = get(r, "latency")
+        c = get(lat, "clients", client)
+        if not c:
+            return None
+        return (f"{ms(c['done_p50_s'])} / {ms(c['done_p99_s'])}"
+                + ("" if lat["sustained"] else f" (NOT keeping up: {_due_p99(c)}; "
+                                                f"{c['received']}/{c['expected']} due windows arrived)"))
+
+    def ladder(r):
+        lad = get(r, "ladder")
+        if not lad:
+            return None
+        if not lad.get("bracketed", True):
+            return f"< {lad['lowest_failed']}"
+        best = lad.get("best_rung") or {}
+        return f"{lad['max_sustained']}" + (f" (first failure {lad['lowest_failed']})" if lad.get("lowest_failed") else "") + (
+            f", {best['cpu_ms_per_window']:.1f} CPU-ms per window" if best.get("cpu_ms_per_window") else "")
+
+    def thr(r: dict) -> dict:
+        return r["throughput"]
+
+    return [
+        row("model input; window; hop", lambda r: f"{r['model']['input_shape']}; {r['model']['window_s']:g} s; "
+                                                  f"{r['model']['hop_s']:g} s"),
+        row("engine CPU-ms per window (1 core, as fast as possible, steady state)",
+            lambda r: f"{1000 * thr(r)['cpu_s_per_window']:.1f} ({thr(r)['streams']} streams)"),
+        row("engine windows per CPU-second", lambda r: f"{thr(r)['windows_per_cpu_s']:.3g}"),
+        row("streams per core from CPU time, at the hop", lambda r: f"{thr(r)['streams_per_core']:.3g}"),
+        row("real-time streams sustained on 1 pinned core (ladder)", ladder),
+        row("naive CPU-ms per window (parts)", naive_parts),
+        row("naive windows per CPU-second (baseline)", lambda r: f"{r['naive']['windows_per_cpu_s']:.3g}"),
+        row("engine / naive, windows per CPU-second", lambda r: f"×{thr(r)['windows_per_cpu_s'] / r['naive']['windows_per_cpu_s']:.3g}"),
+        row("latency phase: streams, cores, kept up?", lambda r: f"{r['latency']['streams']} on {r['latency']['cores']}, "
+                                                              + ("yes" if r["latency"]["sustained"] else "**no**")),
+        row("hop-to-event p50 / p99, WebSocket client", lambda r: latency(r, "ws")),
+        row("hop-to-event p50 / p99, Redis subscriber", lambda r: latency(r, "redis")),
+        row("transport only p99, WebSocket / Redis (baseline)",
+            lambda r: f"{ms(r['latency']['transport']['ws']['p99_s'])} / {ms(get(r, 'latency', 'transport', 'redis', 'p99_s'))}"),
+        row("memory per stream (RSS, latency phase)", lambda r: f"{r['latency']['memory']['per_stream_kib'] / 1024:.2f} MiB"),
+        row("CPU per stream (latency phase)", lambda r: f"{100 * r['latency']['cpu_per_stream_cores']:.2f} % of a core"),
+        row("calibration: share of the pinned core, start → end",
+            lambda r: f"{r['calibration_start']['share']:.2f} → {r['calibration_end']['share']:.2f}"),
+    ]
+
+
+def print_comparison(models: dict[str, dict]) -> None:
+    say("| metric | " + " | ".join(models) + " |")
+    say("| --- |" + " --- |" * len(models))
+    for metric, values in comparison_table(models):
+        if all(v == "—" for v in values):
+            continue
+        say(f"| {metric} | " + " | ".join(values) + " |")
 
 
 def _finite(x):
@@ -1136,23 +1471,33 @@ def _finite(x):
 
 
 def print_table(rows: list[dict]) -> None:
+    """Markdown; a row with only ``group`` starts a model's row group."""
     say("| metric | measured | target | met? | baseline (same run) |")
     say("| --- | --- | --- | --- | --- |")
     for r in rows:
-        say(f"| {r['metric']} | {r['measured']} | {r['target']} | {'yes' if r['met'] else '**no**'} | {r['baseline']} |")
+        if "group" in r:
+            say(f"| **{r['group']}** | | | | |")
+            continue
+        say(f"| {r['metric']} | {r['measured']} | {r['target']} | {'—' if r['met'] is None else 'yes' if r['met'] else '**no**'} | {r['baseline']} |")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Numbers on a busy machine are noisy; read them against the baselines printed beside them.")
-    p.add_argument("--quick", action="store_true", help="smoke run (< 2 minutes): shorter phases, fewer rungs")
+    p.add_argument("--quick", action="store_true", help="smoke run: shorter phases, fewer rungs")
     p.add_argument("--phases", default="throughput,ladder,latency,naive",
                    help="comma-separated subset of throughput,ladder,latency,naive (memory is part of latency)")
     p.add_argument("--json", type=Path, help="write every result to this JSON file")
-    p.add_argument("--model", help="ONNX model (default: $GENRESTREAM_MODEL or the shipped stream/models/gtzan_mlp.onnx)")
-    p.add_argument("--keras", type=Path, help="Keras model for the naive way (default: artifacts/**/*.keras, "
-                   "else training.model.build_model untrained)")
-    p.add_argument("--hop-s", type=float, default=1.0, help="hop in seconds (default 1)")
+    from stream.model import DEFAULT_MODEL_NAME, SHIPPED_MODELS
+
+    p.add_argument("--model", help=f"a shipped model's name ({', '.join(SHIPPED_MODELS)}) or an ONNX path "
+                   f"(default: $GENRESTREAM_MODEL, else {DEFAULT_MODEL_NAME})")
+    p.add_argument("--models", help="comma-separated models (names or paths): every phase for each, in turn, "
+                   "in one run and one table, e.g. gtzan-mlp,musicnn-msd")
+    p.add_argument("--keras", type=Path, help="Keras model(s) of the naive way: a .keras file for gtzan-mlp, a heads "
+                   "training run folder (genre_head.keras, content_head.keras) for musicnn-msd (default: from "
+                   "artifacts/, else the same architecture untrained)")
+    p.add_argument("--hop-s", type=float, help="hop in seconds (default: the model's; snapped by its frontend)")
     p.add_argument("--core", type=int, help="CPU to pin the 1-core phases to (default: the first allowed)")
     p.add_argument("--pace", choices=("source", "engine"), default="source",
                    help="real-time pacing by the sources like live streams (default) or by the engine (file sources)")
@@ -1165,7 +1510,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ladder-start", type=int, help="first rung (default: from the throughput estimate and the core share)")
     p.add_argument("--ladder-rungs", type=int, help="most rungs of the ladder")
     p.add_argument("--ladder-seconds", type=float, help="seconds measured per rung")
-    p.add_argument("--latency-streams", type=int, default=100, help="streams of the latency phase (default 100)")
+    p.add_argument("--latency-streams", help="streams of the latency phase: N, or N1,N2 per model of --models "
+                   f"(default: the ladder's 1-core figure, else the throughput estimate, × the allowed cores, at most {LATENCY_MAX_STREAMS})")
     p.add_argument("--latency-seconds", type=float, help="seconds measured in the latency phase")
     p.add_argument("--transport-seconds", type=float, help="seconds of the transport-only baseline")
     p.add_argument("--trace-streams", type=int, help="streams of the tracemalloc run (0: skip)")
@@ -1200,7 +1546,141 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(a.phases) - {"throughput", "ladder", "latency", "naive"}
     if unknown:
         p.error(f"--phases: unknown {sorted(unknown)}")
+    if a.model and a.models:
+        p.error("--model and --models: give one of them")
+    a.model_specs = [x.strip() for x in a.models.split(",") if x.strip()] if a.models else [a.model]
+    if not a.model_specs:
+        p.error("--models: expected comma-separated model names or paths")
+    if a.hop_s is not None and not a.hop_s > 0:
+        p.error(f"--hop-s: expected a positive number of seconds, got {a.hop_s}")
+    counts: list[int | None] = [None] * len(a.model_specs)
+    if a.latency_streams:
+        try:
+            given = [int(x) for x in a.latency_streams.split(",")]
+        except ValueError:
+            p.error(f"--latency-streams: expected N or N1,N2,..., got {a.latency_streams!r}")
+        if any(n < 1 for n in given) or len(given) not in (1, len(a.model_specs)):
+            p.error(f"--latency-streams: expected one positive count or one per model ({len(a.model_specs)}), "
+                    f"got {a.latency_streams!r}")
+        counts = given * len(a.model_specs) if len(given) == 1 else given
+    a.latency_counts = counts
     return a
+
+
+@dataclass
+class Subject:
+    """One model under test and what its phases share.
+
+    Attributes
+    ----------
+    spec : str or None
+        ``--model`` / one of ``--models`` as given (None: the default).
+    model : GenreModel
+        Loaded with one ONNX Runtime intra-op thread, for the 1-core phases.
+    hop_s : float
+        The hop in use, seconds (the model's default or ``--hop-s``, snapped by the frontend).
+    hop_length : int
+        The same in samples at the model's sample rate.
+    clips : list of _sources.Clip
+        The music clips decoded at the model's sample rate.
+    clips_path : Path
+        Their cache file (how the latency process gets them).
+    latency_streams : int or None
+        ``--latency-streams`` for this model (None: from the throughput estimate).
+    """
+
+    spec: str | None
+    model: Any
+    hop_s: float
+    hop_length: int
+    clips: list
+    clips_path: Path
+    latency_streams: int | None = None
+
+
+def shipped_name(path: Path) -> str | None:
+    """The shipped model's name of a model file, or None."""
+    from stream.model import SHIPPED_MODELS, shipped_model_path
+
+    for name in SHIPPED_MODELS:
+        try:
+            if shipped_model_path(name).resolve() == Path(path).resolve():
+                return name
+        except OSError:
+            continue
+    return None
+
+
+def run_subject(args, spec: str | None, latency_n: int | None, all_cpus: list[int]) -> dict:
+    """Every phase of ``args.phases`` for one model; its results."""
+    from _sources import decode_cost, load_clips, music_files
+
+    from stream.engine import Engine
+    from stream.model import GenreModel
+
+    model = GenreModel(spec, intra_op_threads=1)  # the 1-core phases: one ONNX Runtime thread
+    info = model.info
+    probe = Engine(model, hop_s=args.hop_s, **ENGINE_KW)
+    hop_s, hop_length = probe.hop_s, probe.hop_length
+    engine_mode = getattr(probe, "features", "per-window batch (no features option)")
+    name = shipped_name(model.path)
+    say(f"\n# model {info.tag}: {model.path} ({'shipped as ' + repr(name) if name else 'NOT a shipped model'}, "
+        f"{model.provider}); frontend {model.frontend.name} v{model.frontend.version}, input {tuple(model.frontend.input_shape)}, "
+        f"{info.sample_rate} Hz, window {info.window_s:g} s, hop {hop_s:g} s ({hop_length} samples"
+        + (f"; {args.hop_s:g} s asked" if args.hop_s is not None and abs(args.hop_s - hop_s) > 1e-9 else
+           "; the model's default" if args.hop_s is None else "") + ")")
+    say(f"engine: features={engine_mode}" + (f", extra {ENGINE_KW}" if ENGINE_KW else "")
+        + "; ONNX Runtime: 1 intra-op thread in the 1-core phases, its default in the latency phase")
+    cal0 = calibrate(args.core)
+    say(f"calibration (fixed FFT workload on cpu {args.core}): {cal0['cpu_s'] * 1000:.0f} CPU-ms, "
+        f"got {cal0['share']:.2f} of the core; load average {cal0['loadavg']}")
+    t = time.monotonic()
+    clips, clips_path = load_clips(info.sample_rate)
+    dc = decode_cost(music_files()[0], info.sample_rate)
+    say(f"audio: {len(clips)} music clips at {info.sample_rate} Hz, {sum(c.seconds for c in clips):.0f} s, ready in "
+        f"{time.monotonic() - t:.1f} s; decoding+resampling as serving does costs {dc['cpu_s_per_audio_s'] * 1000:.2f} "
+        f"CPU-ms per audio second (not in the engine figures: {1 / dc['cpu_s_per_audio_s']:.0f} streams/core for decoding alone)")
+    # one short stream first: JIT compilation and lazy imports are paid once per process, not by a phase
+    t = time.monotonic()
+    asyncio.run(run_fast(model, clips, 1, info.window_s + hop_s, hop_s, workers=1, seed=args.seed + 3))
+    say(f"warm-up (1 stream, {info.window_s + hop_s:g} s of audio): {time.monotonic() - t:.1f} s")
+    pin(all_cpus)
+    sub = Subject(spec, model, hop_s, hop_length, clips, clips_path, latency_n)
+    res: dict[str, Any] = {
+        "model": {"spec": spec, "path": str(model.path), "shipped_name": name, "tag": info.tag,
+                  "provider": model.provider, "frontend": model.frontend.name,
+                  "input_shape": list(model.frontend.input_shape), "sample_rate": info.sample_rate,
+                  "window_s": info.window_s, "hop_s": hop_s, "hop_length": hop_length},
+        "engine": {"features": engine_mode, "kw": ENGINE_KW},
+        "calibration_start": cal0, "decode_cost": dc,
+    }
+
+    def run_phase(phase: str, fn, *a) -> None:
+        if phase not in args.phases:
+            return
+        try:
+            res[phase] = fn(*a)
+        except KeyboardInterrupt:
+            raise
+        except Exception:  # noqa: BLE001 - report it, go on with the other phases
+            tb = traceback.format_exc()
+            say(f"  phase {phase} FAILED:\n{tb}")
+            res[phase + "_error"] = tb
+        finally:
+            pin(all_cpus)
+
+    run_phase("throughput", phase_throughput, args, sub)
+    est = (res.get("throughput") or {}).get("streams_per_core")
+    run_phase("ladder", phase_ladder, args, sub, est, cal0["share"])
+    run_phase("latency", phase_latency, args, sub, all_cpus, est, res.get("ladder"))
+    run_phase("naive", phase_naive, args, sub)
+    cal1 = calibrate(args.core)
+    pin(all_cpus)
+    res["calibration_end"] = cal1
+    say(f"\ncalibration after {info.tag}: {cal1['cpu_s'] * 1000:.0f} CPU-ms (start {cal0['cpu_s'] * 1000:.0f}), got "
+        f"{cal1['share']:.2f} of the core (start {cal0['share']:.2f}); load average {cal1['loadavg']}")
+    res["table"] = summary_table(res, hop_s)
+    return res
 
 
 def main(argv=None) -> int:
@@ -1212,75 +1692,46 @@ def main(argv=None) -> int:
     if args.core is None:
         args.core = all_cpus[0]
 
-    from _sources import decode_cost, load_clips, music_files
-    from stream.model import GenreModel
+    from stream.model import resolve_model
 
-    model = GenreModel(args.model)
-    info = model.info
+    for spec in args.model_specs:  # a wrong name fails now, not after the first model's phases
+        try:
+            resolve_model(spec)
+        except FileNotFoundError as exc:
+            say(f"--model{'s' if args.models else ''}: {exc}")
+            return 2
     say(f"# genrestream stream benchmark — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, git {git_describe()}")
     say(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (allowed {all_cpus}), "
         f"load average {loadavg()}; Python {platform.python_version()}; "
         + ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in THREAD_ENV))
-    say(f"model: {model.path} ({info.tag}, {model.provider}); window {info.window_s:g} s, hop {args.hop_s:g} s"
-        + ("  [NOT the shipped model]" if "gtzan_mlp" not in model.path.name else ""))
-    from stream.engine import Engine
-
-    engine_mode = getattr(Engine(model, **ENGINE_KW), "features", "per-window batch (no features option)")
-    say(f"engine: features={engine_mode}" + (f", extra {ENGINE_KW}" if ENGINE_KW else ""))
-    cal0 = calibrate(args.core)
-    say(f"calibration (fixed FFT workload on cpu {args.core}): {cal0['cpu_s'] * 1000:.0f} CPU-ms, "
-        f"got {cal0['share']:.2f} of the core")
-    t = time.monotonic()
-    clips, clips_path = load_clips(info.sample_rate)
-    dc = decode_cost(music_files()[0], info.sample_rate)
-    say(f"audio: {len(clips)} music clips, {sum(c.seconds for c in clips):.0f} s, ready in {time.monotonic() - t:.1f} s; "
-        f"decoding+resampling as serving does costs {dc['cpu_s_per_audio_s'] * 1000:.2f} CPU-ms per audio second "
-        f"(not in the engine figures: {1 / dc['cpu_s_per_audio_s']:.0f} streams/core for decoding alone)")
-    # one short stream first: JIT compilation and lazy imports are paid once per process, not by a phase
-    t = time.monotonic()
-    asyncio.run(run_fast(model, clips, 1, info.window_s + args.hop_s, args.hop_s, workers=1, seed=args.seed + 3))
-    say(f"warm-up (1 stream, {info.window_s + args.hop_s:g} s of audio): {time.monotonic() - t:.1f} s")
-    pin(all_cpus)
-
     res: dict[str, Any] = {
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git": git_describe(),
         "machine": {"cpus": os.cpu_count(), "allowed": all_cpus, "processor": platform.processor(), "python": platform.python_version(),
                     "thread_env": {k: os.environ.get(k) for k in THREAD_ENV}},
-        "model": {"path": str(model.path), "tag": info.tag, "provider": model.provider},
-        "engine": {"features": engine_mode, "kw": ENGINE_KW},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "calibration_start": cal0, "decode_cost": dc,
+        "models": {},
     }
-    def run_phase(name: str, fn, *a) -> None:
-        if name not in args.phases:
-            return
-        try:
-            res[name] = fn(*a)
-        except KeyboardInterrupt:
-            raise
-        except Exception:  # noqa: BLE001 - report it, go on with the other phases
-            tb = traceback.format_exc()
-            say(f"  phase {name} FAILED:\n{tb}")
-            res[name + "_error"] = tb
-        finally:
-            pin(all_cpus)
-
-    run_phase("throughput", phase_throughput, args, model, clips)
-    est = (res.get("throughput") or {}).get("streams_per_core")
-    run_phase("ladder", phase_ladder, args, model, clips, est, cal0["share"])
-    run_phase("latency", phase_latency, args, model, clips_path, all_cpus)
-    run_phase("naive", phase_naive, args, model, clips)
-    cal1 = calibrate(args.core)
-    pin(all_cpus)
-    res["calibration_end"] = cal1
+    load0 = loadavg()
+    for spec, latency_n in zip(args.model_specs, args.latency_counts):
+        r = run_subject(args, spec, latency_n, all_cpus)
+        key = r["model"]["shipped_name"] or r["model"]["tag"]
+        while key in res["models"]:
+            key += "'"
+        res["models"][key] = r
+    load1 = loadavg()
     res["elapsed_s"] = time.monotonic() - started
-    say(f"\ncalibration at the end: {cal1['cpu_s'] * 1000:.0f} CPU-ms (start {cal0['cpu_s'] * 1000:.0f}), got "
-        f"{cal1['share']:.2f} of the core (start {cal0['share']:.2f}); load average {cal1['loadavg']}")
-    rows = summary_table(res, args.hop_s)
-    res["table"] = rows
-    say(f"\n## results ({res['date_utc']}, {os.cpu_count()} CPUs, load average {cal0['loadavg'][0]:.1f} → "
-        f"{cal1['loadavg'][0]:.1f}; absolute numbers depend on the load, ratios less so)\n")
+    say(f"\n## results ({res['date_utc']}, {os.cpu_count()} CPUs, load average {load0[0]:.1f} → {load1[0]:.1f}; "
+        f"absolute numbers depend on the load, ratios less so)\n")
+    rows: list[dict] = []
+    for key, r in res["models"].items():
+        if len(res["models"]) > 1:
+            m = r["model"]
+            rows.append({"group": f"{m['tag']}: window {m['window_s']:g} s, hop {m['hop_s']:g} s"})
+        rows.extend(r["table"])
     print_table(rows)
+    if len(res["models"]) > 1:
+        say("")
+        print_comparison(res["models"])
     say(f"\nelapsed {res['elapsed_s']:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -32,12 +32,24 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from . import events
 
 log = logging.getLogger(__name__)
+
+LAGGING_CLIENT_BYTES = 256 * 1024
+"""Unread bytes after which a WebSocket client is sent changes only, no predictions."""
+
+DROP_CLIENT_BYTES = 2 * 1024 * 1024
+"""Unread bytes after which a WebSocket client's connection is dropped."""
+
+
+def _buffered_bytes(connection: ServerConnection) -> int:
+    transport = getattr(connection, "transport", None)
+    return transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0
 
 WS_PATH = "/ws"
 
@@ -118,8 +130,11 @@ class EventServer:
         self.port = port
         self.static_dir = _static_dir()
         self.clients: set[ServerConnection] = set()
+        self._lagging: set[ServerConnection] = set()  # clients sent changes only, until they catch up
         self._server: Server | None = None
         self.sent = 0
+        self.skipped = 0  # predictions not sent to lagging clients
+        self.dropped = 0  # clients dropped for not reading
 
     @property
     def url(self) -> str:
@@ -168,8 +183,11 @@ class EventServer:
         try:
             async for message in connection:
                 await connection.send(events.dumps(await self._control(message)))
+        except ConnectionClosed as exc:  # a client that vanished or was too slow to answer pings: not an error here
+            log.info("WebSocket client %s gone: %s", connection.remote_address, exc)
         finally:
             self.clients.discard(connection)
+            self._lagging.discard(connection)
 
     def _token_ok(self, token: Any) -> bool:
         if self._control_token is None:
@@ -205,9 +223,41 @@ class EventServer:
 
     # -- Publisher --------------------------------------------------------------
     def publish(self, event: dict[str, Any]) -> None:
-        if self.clients:
-            broadcast(self.clients, events.dumps(event))
-            self.sent += 1
+        """Send an event to every client without waiting for any.
+
+        A client that does not read keeps its events in the server's write
+        buffer. Past :data:`LAGGING_CLIENT_BYTES` buffered, it is sent no more
+        predictions (each is superseded by the next) but still every change,
+        status and title; past :data:`DROP_CLIENT_BYTES` its connection is
+        dropped at once (buffered events would be minutes old by the time it
+        read them), so that it knows to reconnect, and gets a fresh snapshot.
+        """
+        if not self.clients:
+            return
+        text = events.dumps(event)
+        prediction = event.get("type") == "prediction"
+        receivers = []
+        for connection in list(self.clients):
+            buffered = _buffered_bytes(connection)
+            if buffered > DROP_CLIENT_BYTES:
+                log.warning("WebSocket client %s dropped: %d KiB of events unread", connection.remote_address,
+                            buffered // 1024)
+                self.clients.discard(connection)
+                self.dropped += 1
+                connection.transport.abort()
+                continue
+            if buffered > LAGGING_CLIENT_BYTES:
+                if connection not in self._lagging:
+                    self._lagging.add(connection)
+                    log.info("WebSocket client %s is not keeping up: sending it changes only", connection.remote_address)
+                if prediction:
+                    self.skipped += 1
+                    continue
+            elif connection in self._lagging:
+                self._lagging.discard(connection)
+            receivers.append(connection)
+        broadcast(receivers, text)
+        self.sent += 1
 
     async def close(self) -> None:
         if self._server is not None:

@@ -244,3 +244,32 @@ def make_sources(
             duration_s=duration_s, block_length=block_length, pace=pace, preroll_s=preroll_s,
         )
     return out
+
+
+def looped_signals(seconds: float, n: int, sample_rate: int, files: list[Path]) -> list[np.ndarray]:
+    """``n`` mono float32 signals of ``seconds`` at ``sample_rate``: the files' audio looped (each signal starting at
+    another file), or, without files, noise plus a tone (a different pitch each)."""
+    length = int(seconds * sample_rate)
+    out = []
+    if files:
+        import soundfile
+        import soxr
+
+        pool = []
+        for path in files:
+            y, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+            y = y.mean(axis=1)
+            if sr != sample_rate:
+                y = soxr.resample(y, sr, sample_rate, quality="HQ")
+            pool.append(y.astype(np.float32))
+        for i in range(n):
+            y = np.concatenate([pool[(i + j) % len(pool)] for j in range(len(pool))])
+            out.append(np.ascontiguousarray(np.resize(y, length)))
+    else:
+        rng = np.random.default_rng(0)
+        t = np.arange(length) / sample_rate
+        for i in range(n):
+            y = 0.1 * rng.standard_normal(length) + 0.3 * np.sin(2 * np.pi * (220 + 20 * i) * t)
+            out.append(y.astype(np.float32))
+    return out
+

@@ -51,29 +51,9 @@ def _audio(seconds: float, n: int) -> list[np.ndarray]:
     files = sorted((SHARED / "audio" / "gtzan-parity").glob("*.wav")) + sorted(
         p for p in (SHARED / "audio" / "free").glob("*.ogg") if not p.name.startswith(("speech", "nature"))
     )
-    length = int(seconds * SAMPLE_RATE)
-    out = []
-    if files:
-        import soundfile
-        import soxr
+    from _sources import looped_signals
 
-        pool = []
-        for path in files:
-            y, sr = soundfile.read(str(path), dtype="float32", always_2d=True)
-            y = y.mean(axis=1)
-            if sr != SAMPLE_RATE:
-                y = soxr.resample(y, sr, SAMPLE_RATE, quality="HQ")
-            pool.append(y.astype(np.float32))
-        for i in range(n):
-            y = np.concatenate([pool[(i + j) % len(pool)] for j in range(len(pool))])
-            out.append(np.ascontiguousarray(np.resize(y, length)))
-    else:
-        rng = np.random.default_rng(0)
-        t = np.arange(length) / SAMPLE_RATE
-        for i in range(n):
-            y = 0.1 * rng.standard_normal(length) + 0.3 * np.sin(2 * np.pi * (220 + 20 * i) * t)
-            out.append(y.astype(np.float32))
-    return out
+    return looped_signals(seconds, n, SAMPLE_RATE, files)
 
 
 def _stats_costs(n_frames: int, n_cols: int = 38, hop_frames: int = 43, reps: int = 2000) -> dict:

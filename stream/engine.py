@@ -54,6 +54,11 @@ STATS_EVERY_S = 10.0
 SOURCE_JOIN_TIMEOUT_S = 10.0
 """How long a stream waits, once closed, for its source thread to return."""
 
+MAX_BATCH = 8
+"""Most windows per ONNX Runtime call. On the CPU a batch buys musicnn nothing (24 windows cost 41.8 ms each against
+35.0 alone), while ONNX Runtime's memory arena keeps what its largest batch needed, about 31 MiB a musicnn window,
+for good: uncapped, an engine that fell behind reached 33 MiB per stream (benchmarks/README.md)."""
+
 MIN_PARTIAL_S = 1.0
 """A stream that ends before one full window is classified on what it had, if at least this long."""
 
@@ -414,7 +419,7 @@ class Engine:
                 None, FeatureProcessPool, self.feature_processes, self.features, self.model.frontend.params(),
                 self.hop_length,
             )
-        self._batcher = InferenceBatcher(self.model, metrics=self.metrics)
+        self._batcher = InferenceBatcher(self.model, max_batch=MAX_BATCH, metrics=self.metrics)
         try:
             for st in list(self._streams.values()):
                 self._start(st)

@@ -1,4 +1,4 @@
-"""genrestream's serving side: sources, features, inference, smoothing, events.
+"""genrestream's serving side: sources, frontends, inference, smoothing, events, servers.
 
 Nothing here imports TensorFlow, ``training`` or ``export``.
 """

@@ -295,7 +295,6 @@ def export_model(
     import tf2onnx
 
     from export.onnx_export import set_metadata
-    from training.heads import EMBEDDING_NAME  # noqa: F401 - the heads' input name, documented there
     from training.model import Standardize  # noqa: F401 - registers the layer for keras.models.load_model
 
     started = time.perf_counter()

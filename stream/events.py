@@ -68,8 +68,6 @@ def label_probabilities(labels: Sequence[str], probabilities) -> dict[str, float
     return {label: round(float(v), 6) for label, v in zip(labels, p)}
 
 
-_probabilities = label_probabilities
-
 
 def top_labels(labels: Sequence[str], probabilities, k: int) -> list[list]:
     """The ``k`` most probable labels, most probable first, as ``[[label, p], ...]`` (p rounded to 4 decimals).
@@ -114,7 +112,7 @@ def prediction(
     **extra
         Further fields (``title``, ``partial``, ``silent``...).
     """
-    probs = _probabilities(labels, probabilities)
+    probs = label_probabilities(labels, probabilities)
     return {
         "schema": SCHEMA,
         "type": "prediction",
@@ -149,7 +147,7 @@ def genre_change(
         "genre": genre,
         "previous": previous,
         "confidence": round(float(confidence), 6),
-        "probabilities": _probabilities(labels, probabilities),
+        "probabilities": label_probabilities(labels, probabilities),
         "onset_s": round(float(onset_s), 3),
         "stream_time_s": round(float(stream_time_s), 3),
         "wall_time": wall_time_now(),

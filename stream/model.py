@@ -93,11 +93,6 @@ def resolve_model(spec: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def default_model_path() -> Path:
-    """The model used when none is named (:func:`resolve_model` of None)."""
-    return resolve_model(None)
-
-
 @dataclass(frozen=True)
 class Head:
     """One output of a model: its ONNX output name and its labels, in output order."""

@@ -38,6 +38,17 @@ def genrestream_cmd(*args: str) -> list[str]:
     return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "stream.cli", *args]
 
 
+def window_ends_s(model, path, hop_s: float = 1.0) -> list[float]:
+    """Stream times at which a model's windows over a whole file must end: ``window_length + k * hop`` samples,
+    the hop snapped to the model's frontend grid (musicnn: 1.0 s → 1.008 s)."""
+    from stream.sources import AVSource
+
+    sr, frontend = model.info.sample_rate, model.frontend
+    n = sum(b.shape[0] for b in AVSource(str(path)).blocks(sr) if hasattr(b, "shape"))
+    hop = frontend.snap_hop(int(round(hop_s * sr)))
+    return [round((frontend.window_length + k * hop) / sr, 3) for k in range((n - frontend.window_length) // hop + 1)]
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

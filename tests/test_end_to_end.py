@@ -13,24 +13,17 @@ import time
 import urllib.error
 import urllib.request
 
-from tests.conftest import FREE_AUDIO, REPO, free_port, genrestream_cmd, needs_shared
+from tests.conftest import FREE_AUDIO, REPO, free_port, genrestream_cmd, needs_shared, window_ends_s
 
 pytestmark = needs_shared
 
 CLIP = FREE_AUDIO / "metal_el_senator_chaos_god.ogg"  # 45 s, 44.1 kHz stereo; the default model is sure it is metal
 
 
-def _expected_window_ends_s(path=CLIP, hop_s: float = 1.0) -> list[float]:
-    """Stream times of the default model's windows over a whole file (hop snapped to the frontend's grid)."""
+def _expected_window_ends_s() -> list[float]:
     from stream.model import GenreModel
-    from stream.sources import AVSource
 
-    model = GenreModel()
-    sr, frontend = model.info.sample_rate, model.frontend
-    n = sum(b.shape[0] for b in AVSource(str(path)).blocks(sr) if hasattr(b, "shape"))
-    hop = frontend.snap_hop(int(round(hop_s * sr)))
-    return [round((frontend.window_length + k * hop) / sr, 3)
-            for k in range((n - frontend.window_length) // hop + 1)]
+    return window_ends_s(GenreModel(), CLIP)
 
 
 def _wait_for_http(url: str, timeout_s: float = 60.0) -> None:

@@ -11,7 +11,7 @@ from stream.engine import Engine
 from stream.model import GenreModel
 from stream.publishers import CollectingPublisher
 from stream.sources import AVSource
-from tests.conftest import FREE_AUDIO, needs_shared
+from tests.conftest import FREE_AUDIO, needs_shared, window_ends_s
 
 pytestmark = needs_shared
 
@@ -22,13 +22,6 @@ CLIP = FREE_AUDIO / "drumandbass_admiral_bob_choice.ogg"  # 25 s
 def model(request):
     return GenreModel(request.param)
 
-
-def _window_ends_s(model, path, hop_s=1.0):
-    """Where the windows of a whole file must end: ``window_length + k * hop`` samples, the hop on the frontend's grid."""
-    sr, frontend = model.info.sample_rate, model.frontend
-    n = sum(b.shape[0] for b in AVSource(str(path)).blocks(sr) if hasattr(b, "shape"))
-    hop = frontend.snap_hop(int(round(hop_s * sr)))
-    return [round((frontend.window_length + k * hop) / sr, 3) for k in range((n - frontend.window_length) // hop + 1)]
 
 
 def _run(model, files, **kwargs):
@@ -49,7 +42,7 @@ def test_incremental_and_batch_features_agree_through_the_engine(model):
     _, inc_events, _ = _run(model, [CLIP], features="incremental")
     _, batch_events, _ = _run(model, [CLIP], features="batch")
     inc, batch = _predictions(inc_events), _predictions(batch_events)
-    assert [p["stream_time_s"] for p in inc] == [p["stream_time_s"] for p in batch] == _window_ends_s(model, CLIP)
+    assert [p["stream_time_s"] for p in inc] == [p["stream_time_s"] for p in batch] == window_ends_s(model, CLIP)
     labels = model.labels
     p_inc = np.array([[p["probabilities"][k] for k in labels] for p in inc])
     p_batch = np.array([[p["probabilities"][k] for k in labels] for p in batch])
@@ -67,7 +60,7 @@ def test_many_streams_run_through_one_batcher(model):
     count = next(s.value for s in batches if s.name.endswith("_count"))
     total = next(s.value for s in batches if s.name.endswith("_sum"))
     windows = sum(s.windows for s in summaries.values())
-    assert total == windows == sum(len(_window_ends_s(model, f)) for f in files)
+    assert total == windows == sum(len(window_ends_s(model, f)) for f in files)
     assert 0 < count <= windows
 
 

@@ -51,6 +51,27 @@
   function setText(node, text) {
     if (node.textContent !== text) node.textContent = text;
   }
+
+  // Bars of {label, row, fill, value, last, top}: widths and percentages from valueOf(label),
+  // touched only when they change; the largest gets the "top" class.
+  function fillBars(bars, valueOf) {
+    let best = null, bestV = -Infinity;
+    for (const b of bars) {
+      const v = valueOf(b.label);
+      if (v > bestV) { bestV = v; best = b; }
+      const r = Math.round(v * 1000) / 1000;
+      if (r !== b.last) {
+        b.last = r;
+        b.fill.style.transform = `scaleX(${r})`;
+        setText(b.value, pct(v));
+      }
+    }
+    for (const b of bars) {
+      const top = b === best;
+      if (top !== b.top) { b.top = top; b.row.classList.toggle("top", top); }
+    }
+  }
+
   function setAttr(node, name, value) {
     if (node.getAttribute(name) !== value) node.setAttribute(name, value);
   }
@@ -425,22 +446,7 @@
         });
         this.q.probs.replaceChildren(...this.bars.map((b) => b.row));
       }
-      let best = null, bestV = -Infinity;
-      for (const b of this.bars) {
-        const raw = probs[b.label];
-        const v = isNum(raw) ? clamp01(raw) : 0;
-        if (v > bestV) { bestV = v; best = b; }
-        const r = Math.round(v * 1000) / 1000;
-        if (r !== b.last) {
-          b.last = r;
-          b.fill.style.transform = `scaleX(${r})`;
-          setText(b.value, pct(v));
-        }
-      }
-      for (const b of this.bars) {
-        const top = b === best;
-        if (top !== b.top) { b.top = top; b.row.classList.toggle("top", top); }
-      }
+      fillBars(this.bars, (label) => (isNum(probs[label]) ? clamp01(probs[label]) : 0));
     }
 
     // Content bars (music, speech, other), hidden when the model has no content head.
@@ -473,21 +479,7 @@
         });
         box.replaceChildren(...this.contentBars.map((b) => b.row));
       }
-      let best = null, bestV = -Infinity;
-      for (const b of this.contentBars) {
-        const v = clamp01(content[b.label]);
-        if (v > bestV) { bestV = v; best = b; }
-        const r = Math.round(v * 1000) / 1000;
-        if (r !== b.last) {
-          b.last = r;
-          b.fill.style.transform = `scaleX(${r})`;
-          setText(b.value, pct(v));
-        }
-      }
-      for (const b of this.contentBars) {
-        const top = b === best;
-        if (top !== b.top) { b.top = top; b.row.classList.toggle("top", top); }
-      }
+      fillBars(this.contentBars, (label) => clamp01(content[label]));
     }
 
     // Tag chips in the model's order (most probable first), hidden without tags.

@@ -66,12 +66,10 @@ async def _run(args: argparse.Namespace) -> int:
     from .sources import SourceError, open_source
 
     model = GenreModel(args.model)
-    log.info(
-        "model %s: %d genres, window %.1f s, hop %.2f s", model.info.tag, len(model.labels),
-        model.info.window_s, args.hop_s or model.info.hop_s,
-    )
     engine = Engine(model, hop_s=args.hop_s, realtime=args.realtime, feature_processes=args.feature_processes,
                     profile=args.profile)
+    log.info("model %s: %d genres, window %.3f s, hop %.3f s (the frontend's grid), smoothing %s", model.info.tag,
+             len(model.labels), model.info.window_s, engine.hop_s, args.profile)
     if args.jsonl:
         engine.publishers.append(JsonLinesPublisher(sys.stdout))
     if args.redis_url:

@@ -226,6 +226,8 @@ class Engine:
         the hop) or :class:`stream.frontends.windowing.BatchFeatures` (the
         reference: the frontend's batch function on the whole window every
         hop).
+    worker : str or None
+        Added as ``worker`` to every event (``genrestream cluster``: the shard's name).
     trace_latency : bool
         Add ``window_done_monotonic_s`` (``time.monotonic()`` when the
         window's last sample was buffered; comparable across processes on one
@@ -257,8 +259,11 @@ class Engine:
         feature_processes: int = 0,
         features: str = "incremental",
         trace_latency: bool = False,
+        worker: str | None = None,
     ) -> None:
         self.model = model
+        self.worker = worker
+        self._seq: dict[str, int] = {}  # stream id -> the sequence number of its next event
         info = model.info
         requested_hop_s = float(hop_s if hop_s is not None else info.hop_s)
         if requested_hop_s <= 0:
@@ -380,7 +385,24 @@ class Engine:
 
     # -- events ---------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
-        """Record an event as the stream's current state and hand it to every publisher."""
+        """Give an event its ``seq`` and ``id`` (and ``worker``), record it as the stream's current
+        state and hand it to every publisher.
+
+        ``seq`` counts a stream's events; it starts from the wall clock in microseconds when the
+        engine first emits for that stream, so that a restarted engine or shard continues above
+        every ``seq`` it emitted before (ids never repeat unless the clock goes back), and
+        ``id`` = ``"{stream}:{seq}"`` lets a consumer drop an event delivered twice.
+        """
+        stream_id = event.get("stream")
+        if stream_id is not None:
+            seq = self._seq.get(stream_id)
+            if seq is None:
+                seq = time.time_ns() // 1000
+            self._seq[stream_id] = seq + 1
+            event["seq"] = seq
+            event["id"] = f"{stream_id}:{seq}"
+        if self.worker is not None:
+            event["worker"] = self.worker
         self.states.update(event)
         for publisher in self.publishers:
             try:

@@ -26,6 +26,10 @@ Types
     stream, title (the ICY StreamTitle), stream_time_s.
 
 Every event also carries ``wall_time`` (ISO 8601, UTC, millisecond precision).
+The engine adds ``seq`` (the stream's event counter, starting from the wall
+clock in microseconds, so that it keeps rising across restarts) and ``id``
+(``"{stream}:{seq}"``: a consumer drops an event seen twice by its id), and
+under ``genrestream cluster`` ``worker`` (the shard that classified it).
 """
 
 from __future__ import annotations

@@ -307,9 +307,9 @@ class BatchSizes:
         self._model = model
         self.sizes: list[int] = []
 
-    def predict(self, x):
+    def predict(self, x, keys=None, end_samples=None):
         self.sizes.append(len(x))  # from the inference thread: list.append is atomic
-        return self._model.predict(x)
+        return self._model.predict(x, keys, end_samples)
 
     def __getattr__(self, name: str):
         return getattr(self._model, name)

@@ -278,6 +278,7 @@ def export_model(
     dict
         ``path``, ``bytes``, ``sha256``, ``max_abs_diff`` (per output),
         ``verified_windows``, ``batch_sizes_checked``, ``nodes``, ``versions``,
+        ``split`` (the frame and window stages written beside it, :func:`export.split.split_model`),
         ``seconds``.
 
     Raises
@@ -344,6 +345,9 @@ def export_model(
             raise ExportVerificationError(
                 f"the composed model differs from its parts by {worst:.3g} > {tolerance:g} on {len(windows)} windows "
                 f"({diffs}); {out_path} not written")
+    from export.split import split_model
+
+    split = split_model(out_path, windows)  # the frame and window stages beside it (stream.framestage)
     data = out_path.read_bytes()
     info = {
         "path": str(out_path.resolve()),
@@ -356,6 +360,8 @@ def export_model(
         "verified_windows": int(len(windows)),
         "batch_sizes_checked": batch_sizes,
         "versions": {"tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+        "split": {"frames": Path(split["frames"]).name, "windows": Path(split["windows"]).name,
+                  "context_frames": split["context_frames"], "max_abs_diff": split["max_abs_diff"]},
         "seconds": round(time.perf_counter() - started, 2),
     }
     shipped = dict(report)
@@ -386,7 +392,9 @@ def format_export(info: dict) -> str:
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in info["max_abs_diff"].items())
     return (f"exported {info['path']} ({info['bytes']} bytes, {info['nodes']} nodes, opset {info['opset']})\n"
             f"  composed model vs backbone + Keras heads on {info['verified_windows']} windows: max |diff| {diffs}; "
-            f"tolerance {info['tolerance']:g}\n  sha256 {info['sha256']}")
+            f"tolerance {info['tolerance']:g}\n  sha256 {info['sha256']}\n"
+            f"  frame stage {info['split']['frames']} + window stage {info['split']['windows']}: "
+            f"max |diff| against the whole model {info['split']['max_abs_diff']:.2g}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,21 +94,24 @@ class InferenceBatcher:
         self.metrics = metrics
         self.max_batch = int(max_batch)
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._pending: list[tuple[np.ndarray, Any, Any, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.rows = 0
 
-    async def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    async def predict(self, x: np.ndarray, key: Any = None, end_sample: int | None = None) -> dict[str, np.ndarray]:
         """Queue one window's model input (shape ``frontend.input_shape``) and wait for every head's
-        probabilities (head name → shape (n_labels,))."""
+        probabilities (head name → shape (n_labels,)).
+
+        ``key`` (the stream) and ``end_sample`` (where the window ends in the stream's sample grid) let a
+        model with a frame stage reuse the frames this window shares with the stream's previous one."""
         if self._task is None:
             self._wakeup = asyncio.Event()
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             self._task = asyncio.create_task(self._run(), name="inference-batcher")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((x, future))
+        self._pending.append((x, key, end_sample, future))
         self._wakeup.set()
         return await future
 
@@ -126,18 +129,19 @@ class InferenceBatcher:
             try:
                 started = time.perf_counter()
                 outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self.model.predict, np.stack([row for row, _ in batch]))
+                    self._executor, self.model.predict, np.stack([row[0] for row in batch]),
+                    [row[1] for row in batch], [row[2] for row in batch])
                 if self.metrics is not None:
                     self.metrics.inference_latency.observe(time.perf_counter() - started)
                     self.metrics.batch_size.observe(len(batch))
             except Exception as exc:  # noqa: BLE001 - hand the error to every waiter
-                for _, future in batch:
+                for *_, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
             self.batches += 1
             self.rows += len(batch)
-            for i, (_, future) in enumerate(batch):
+            for i, (*_, future) in enumerate(batch):
                 if not future.done():
                     future.set_result({head: values[i] for head, values in outputs.items()})
 
@@ -602,6 +606,7 @@ class Engine:
             # before the process may exit: a device torn down under a thread
             # still reading it crashes the interpreter.
             st.source.close()
+            self.model.forget(st.id)
             if hasattr(st.extractor, "close"):  # free its state in the worker process
                 try:
                     await asyncio.shield(loop.run_in_executor(self._pool, st.extractor.close))
@@ -619,6 +624,7 @@ class Engine:
         before = self._stream_time_s(st)
         st.base_time_s = before + max(0.0, gap.duration_s)
         st.extractor.reset()
+        self.model.forget(st.id)
         st.loudness.reset()
         st.smoother.reset(st.base_time_s)
         self._status(
@@ -640,15 +646,15 @@ class Engine:
             st.head = None
             stream_time_s = st.base_time_s + end_sample / self.model.info.sample_rate
             silent = st.loudness.rms(end_sample) < self.model.info.silence_rms
-            await self._classify(st, x, stream_time_s, arrived_monotonic_s, silent)
+            await self._classify(st, x, stream_time_s, arrived_monotonic_s, silent, end_sample=end_sample)
 
     async def _classify(
         self, st: _Stream, x: np.ndarray, stream_time_s: float, arrived_monotonic_s: float, silent: bool,
-        partial: bool = False,
+        partial: bool = False, end_sample: int | None = None,
     ) -> None:
         assert self._batcher is not None
         try:
-            outputs = await self._batcher.predict(np.asarray(x, dtype=np.float32))
+            outputs = await self._batcher.predict(np.asarray(x, dtype=np.float32), st.id, end_sample)
         except Exception:  # noqa: BLE001 - skip the window, keep the stream
             log.exception("stream %s: window ending at %.2f s failed", st.id, stream_time_s)
             return

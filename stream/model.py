@@ -12,6 +12,13 @@ A model has one input (the frontend's, ``[batch, *input_shape]`` float32) and
 one output per head: ``genre`` (probabilities over ``labels``, required),
 ``content`` (music, speech, other: optional) and ``tags`` (independent
 probabilities of a tag vocabulary: optional).
+
+A model split by ``genrestream export`` (:mod:`export.split`) also has a frame
+stage and a window stage beside it (``<stem>.frames.onnx``,
+``<stem>.windows.onnx``, each recording the whole file's sha256): on the CPU
+the engine then runs each log-mel frame's front end once
+(:class:`stream.framestage.FrameStageRunner`), with the same results.
+``GENRESTREAM_FRAME_STAGE=0`` turns that off (the whole model on every window).
 """
 
 from __future__ import annotations
@@ -295,6 +302,10 @@ class GenreModel:
         for the default.
     intra_op_threads : int or None
         ONNX Runtime threads per call; None for its default (every core).
+    frame_stage : bool or None
+        Use the frame and window stages beside the file when they belong to
+        it (:mod:`stream.framestage`); None: yes on the CPU unless
+        ``GENRESTREAM_FRAME_STAGE=0``.
 
     Attributes
     ----------
@@ -303,6 +314,8 @@ class GenreModel:
         Rebuilt from the metadata (:func:`stream.frontends.frontend_from_params`).
     provider : str
         The execution provider in use.
+    stages : FrameStageRunner or None
+        The frame-stage runner when the split model is in use.
 
     Raises
     ------
@@ -315,7 +328,8 @@ class GenreModel:
         its metadata. Every message names the path.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, intra_op_threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike | None = None, intra_op_threads: int | None = None,
+                 frame_stage: bool | None = None) -> None:
         import onnxruntime as ort
 
         self.path = resolve_model(path)
@@ -367,13 +381,50 @@ class GenreModel:
                 )
         self._head_names = list(info.heads)
         self._output_names = [info.heads[name].output for name in self._head_names]
+        self.stages = None
+        if frame_stage is None:
+            frame_stage = os.environ.get("GENRESTREAM_FRAME_STAGE", "1") != "0" and self.provider == "CPUExecutionProvider"
+        if frame_stage:
+            self.stages = self._load_stages(ort, options, providers, model_bytes)
+
+    def _load_stages(self, ort, options, providers, model_bytes: bytes):
+        """The frame-stage runner, if both stage files lie beside the model and were split from this very file."""
+        import hashlib
+
+        from .framestage import FrameStageRunner, stage_paths
+
+        paths = stage_paths(self.path)
+        if not all(p.is_file() for p in paths):
+            return None
+        sha = hashlib.sha256(model_bytes).hexdigest()
+        try:
+            sessions = [ort.InferenceSession(p.read_bytes(), options, providers=providers) for p in paths]
+            for p, session in zip(paths, sessions):
+                recorded = session.get_modelmeta().custom_metadata_map.get("whole_sha256")
+                if recorded != sha:
+                    log.warning("model %s: ignoring %s, split from another file (sha256 %s, this one %s)",
+                                self.path, p.name, (recorded or "none")[:12], sha[:12])
+                    return None
+            runner = FrameStageRunner(sessions[0], sessions[1], self.info.input_name, self._output_names,
+                                      getattr(self.frontend, "frame_hop_length", 0) or 1)
+        except Exception as exc:  # noqa: BLE001 - the whole model still works: say why and use it
+            log.warning("model %s: frame stage not used: %s", self.path, exc)
+            return None
+        log.info("model %s: frame stage in use (each frame's front end once, %s + %s)", self.path.name,
+                 paths[0].name, paths[1].name)
+        return runner
+
+    def forget(self, key) -> None:
+        """Drop what the frame stage keeps for stream ``key`` (no-op without a frame stage; thread-safe)."""
+        if self.stages is not None:
+            self.stages.forget(key)
 
     @property
     def labels(self) -> tuple[str, ...]:
         """Genre labels, in the order of the genre head's probabilities."""
         return self.info.labels
 
-    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, x: np.ndarray, keys=None, end_samples=None) -> dict[str, np.ndarray]:
         """Every head's probabilities for a batch of windows.
 
         Parameters
@@ -381,6 +432,10 @@ class GenreModel:
         x : np.ndarray [shape=(batch, *frontend.input_shape)]
             The frontend's model inputs (the 57 raw GTZAN features, or log-mel
             patches of shape (187, 96)); cast to float32.
+        keys, end_samples : sequences of length batch, or None
+            With a frame stage: each window's stream (any hashable, None for
+            none) and the sample its window ends at in that stream, so that
+            frames shared with the stream's previous window are reused.
 
         Returns
         -------
@@ -399,5 +454,8 @@ class GenreModel:
             raise ValueError(f"x: expected shape (batch, {', '.join(map(str, expected))}), got {x.shape}")
         if x.shape[0] == 0:
             return {name: np.zeros((0, len(self.info.heads[name].labels)), dtype=np.float32) for name in self._head_names}
-        results = self.session.run(self._output_names, {self.info.input_name: x})
+        if self.stages is not None and keys is not None and end_samples is not None:
+            results = self.stages.run(x, keys, end_samples)
+        else:
+            results = self.session.run(self._output_names, {self.info.input_name: x})
         return dict(zip(self._head_names, results))

@@ -114,18 +114,24 @@ async def _run(args: argparse.Namespace) -> int:
             pass
     for publisher in engine.publishers:
         await publisher.start()
-    watcher = None
+    watchers = []
+    hup: list[asyncio.Event] = []
     if args.config:
         reload_now = asyncio.Event()
-        watcher = asyncio.create_task(_watch_config(engine, args.config, configured, args.config_poll_s, reload_now))
-        try:
-            loop.add_signal_handler(signal.SIGHUP, reload_now.set)
-        except (NotImplementedError, RuntimeError, AttributeError):
-            pass
+        watchers.append(asyncio.create_task(
+            _watch_config(engine, args.config, configured, args.config_poll_s, reload_now)))
+        hup.append(reload_now)
+    reload_model = asyncio.Event()
+    watchers.append(asyncio.create_task(_reload_model_on(engine, args.model, reload_model)))
+    hup.append(reload_model)
+    try:  # SIGHUP: reload the config file (if any) and the model
+        loop.add_signal_handler(signal.SIGHUP, lambda: [event.set() for event in hup])
+    except (NotImplementedError, RuntimeError, AttributeError):
+        pass
     try:
         summaries = await engine.run(forever=forever)
     finally:
-        if watcher is not None:
+        for watcher in watchers:
             watcher.cancel()
         for publisher in engine.publishers:
             await publisher.close()
@@ -205,6 +211,15 @@ async def _control(engine, request: dict, allow_files: bool = False) -> dict:
     from .sources import SourceError, open_source
 
     action, stream_id = request.get("action"), request.get("stream")
+    if action == "model":
+        path = request.get("path")
+        if not isinstance(path, str) or not path:
+            raise ValueError("control: 'path' (a shipped model's name or an ONNX file) is required to swap the model")
+        if not allow_files and path not in _shipped_model_names():
+            raise ValueError("control: only a shipped model's name can be given "
+                             f"({', '.join(_shipped_model_names())}); a file path needs --control-allow-files")
+        tag = await _swap_model(engine, path)
+        return {"ok": True, "detail": f"model {tag} takes over at each stream's next window"}
     if not isinstance(stream_id, str) or not stream_id:
         raise ValueError("control: 'stream' (the stream id) is required")
     if action == "add":
@@ -228,7 +243,44 @@ async def _control(engine, request: dict, allow_files: bool = False) -> dict:
         await engine.wait_stream(stream_id)
         log.info("control: removed stream %s", stream_id)
         return {"ok": True, "detail": f"removed {stream_id}"}
-    raise ValueError(f"control: unknown action {action!r}; expected 'add' or 'remove'")
+    raise ValueError(f"control: unknown action {action!r}; expected 'add', 'remove' or 'model'")
+
+
+def _shipped_model_names() -> list[str]:
+    from .model import SHIPPED_MODELS
+
+    return sorted(SHIPPED_MODELS)
+
+
+async def _swap_model(engine, spec: str | None) -> str:
+    """Load a model off the event loop and hand it to the engine (control ``model``, SIGHUP).
+
+    Raises
+    ------
+    ValueError
+        If the model cannot be loaded or the engine refuses it; the running model stays.
+    """
+    from .model import GenreModel
+
+    try:
+        model = await asyncio.get_running_loop().run_in_executor(None, GenreModel, spec)
+        engine.set_model(model)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.error("model %s refused, keeping %s: %s", spec, engine.model.info.tag, exc)
+        raise ValueError(f"model: {exc}; still classifying with {engine.model.info.tag}") from None
+    log.info("model %s (%s) in use", model.info.tag, model.path)
+    return model.info.tag
+
+
+async def _reload_model_on(engine, spec: str | None, signalled: asyncio.Event) -> None:
+    """SIGHUP: load ``--model`` again (its file may have been replaced) and swap it in."""
+    while True:
+        await signalled.wait()
+        signalled.clear()
+        try:
+            await _swap_model(engine, spec)
+        except ValueError:
+            pass  # logged; the old model goes on
 
 
 async def _watch_config(engine, path: str, current: dict, poll_s: float, reload_now: asyncio.Event) -> None:
@@ -340,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "reloaded when it changes or on SIGHUP; keeps running until interrupted")
     run.add_argument("--config-poll-s", type=_positive_float, default=2.0, help=argparse.SUPPRESS)
     run.add_argument("--control", action="store_true",
-                     help="accept add/remove control messages from WebSocket clients; keeps running until "
+                     help="accept add/remove/model control messages from WebSocket clients; keeps running until "
                           "interrupted. On loopback (127.0.0.0/8, ::1, localhost) without a token any local "
                           "client may send them; on any other --host a token is required")
     run.add_argument("--control-token", default=None, metavar="TOKEN",
@@ -413,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             command = plugins[name].load()
         except ImportError as exc:
-            print(f"genrestream {name}: needs the training extra: pip install -e '.[train]' ({exc})", file=sys.stderr)
+            extra = "cluster" if name == "cluster" else "train"
+            print(f"genrestream {name}: needs the {extra} extra: pip install -e '.[{extra}]' ({exc})", file=sys.stderr)
             return 2
         return int(command(argv[position + 1 :]) or 0)
     parser = build_parser()

@@ -94,24 +94,27 @@ class InferenceBatcher:
         self.metrics = metrics
         self.max_batch = int(max_batch)
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[np.ndarray, Any, Any, asyncio.Future]] = []
+        self._pending: list[tuple[Any, np.ndarray, Any, Any, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.rows = 0
 
-    async def predict(self, x: np.ndarray, key: Any = None, end_sample: int | None = None) -> dict[str, np.ndarray]:
+    async def predict(self, x: np.ndarray, key: Any = None, end_sample: int | None = None,
+                      model: GenreModel | None = None) -> dict[str, np.ndarray]:
         """Queue one window's model input (shape ``frontend.input_shape``) and wait for every head's
         probabilities (head name → shape (n_labels,)).
 
         ``key`` (the stream) and ``end_sample`` (where the window ends in the stream's sample grid) let a
-        model with a frame stage reuse the frames this window shares with the stream's previous one."""
+        model with a frame stage reuse the frames this window shares with the stream's previous one.
+        ``model`` (default: the batcher's) lets streams run different models while one is swapped in:
+        windows are batched per model."""
         if self._task is None:
             self._wakeup = asyncio.Event()
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
             self._task = asyncio.create_task(self._run(), name="inference-batcher")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((x, key, end_sample, future))
+        self._pending.append((model or self.model, x, key, end_sample, future))
         self._wakeup.set()
         return await future
 
@@ -126,24 +129,34 @@ class InferenceBatcher:
                 self._wakeup.set()
             if not batch:
                 continue
-            try:
-                started = time.perf_counter()
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self.model.predict, np.stack([row[0] for row in batch]),
-                    [row[1] for row in batch], [row[2] for row in batch])
-                if self.metrics is not None:
-                    self.metrics.inference_latency.observe(time.perf_counter() - started)
-                    self.metrics.batch_size.observe(len(batch))
-            except Exception as exc:  # noqa: BLE001 - hand the error to every waiter
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.batches += 1
-            self.rows += len(batch)
-            for i, (*_, future) in enumerate(batch):
+            groups: dict[int, list] = {}
+            for row in batch:
+                groups.setdefault(id(row[0]), []).append(row)
+            for rows in groups.values():
+                await self._run_batch(rows)
+
+    async def _run_batch(self, batch: list) -> None:
+        model = batch[0][0]
+        try:
+            started = time.perf_counter()
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._executor, model.predict, np.stack([row[1] for row in batch]),
+                [row[2] for row in batch], [row[3] for row in batch])
+            if self.metrics is not None:
+                elapsed = time.perf_counter() - started
+                self.metrics.inference_latency.observe(elapsed)
+                self.metrics.inference_busy_s += elapsed
+                self.metrics.batch_size.observe(len(batch))
+        except Exception as exc:  # noqa: BLE001 - hand the error to every waiter
+            for *_, future in batch:
                 if not future.done():
-                    future.set_result({head: values[i] for head, values in outputs.items()})
+                    future.set_exception(exc)
+            return
+        self.batches += 1
+        self.rows += len(batch)
+        for i, (*_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result({head: values[i] for head, values in outputs.items()})
 
     async def close(self) -> None:
         if self._task is not None:
@@ -182,6 +195,10 @@ class _Stream:
         info = engine.model.info
         self.id = stream_id
         self.source = source
+        self.model = engine.model  # the model classifying this stream (a swap takes over at its next block)
+        self.hop_length = engine.hop_length
+        self.source_rate = info.sample_rate  # the rate its source decodes at, for good
+        self.resampler: Any = None  # soxr.ResampleStream when the model's rate differs from source_rate
         self.extractor: Any = None  # made when the stream starts (it may live in a worker process)
         # The audio before the first window, kept only until there is one: a
         # stream that ends sooner is classified on what it had.
@@ -275,14 +292,10 @@ class Engine:
         if features not in ("incremental", "batch"):
             raise ValueError(f"features: expected 'incremental' or 'batch', got {features!r}")
         self.features = features
-        # The frontend may need the hop on its frame grid (log-mel: multiples of 256 samples).
-        self.hop_length = model.frontend.snap_hop(max(1, int(round(requested_hop_s * info.sample_rate))))
-        self.hop_s = self.hop_length / info.sample_rate
+        self._requested_hop_s = None if hop_s is None else requested_hop_s
+        self._profile, self._given_smoother_config = profile, smoother_config
         self.realtime = realtime
-        if smoother_config is None:
-            self.smoother_config = SmootherConfig.for_profile(profile, info.window_s, self.hop_s)
-        else:
-            self.smoother_config = dataclasses.replace(smoother_config, window_s=info.window_s)
+        self._configure(model)
         self.publishers = list(publishers)
         self.feature_processes = int(feature_processes)
         if self.feature_processes < 0:
@@ -304,6 +317,75 @@ class Engine:
         self._wake: asyncio.Event | None = None
         self.metrics = EngineMetrics(self._stream_metrics)
         _limit_blas_threads()
+
+    def _configure(self, model: GenreModel) -> None:
+        """hop_length, hop_s and smoother_config for ``model`` (its frame grid, its window)."""
+        info = model.info
+        requested_hop_s = self._requested_hop_s if self._requested_hop_s is not None else info.hop_s
+        # The frontend may need the hop on its frame grid (log-mel: multiples of 256 samples).
+        self.hop_length = model.frontend.snap_hop(max(1, int(round(requested_hop_s * info.sample_rate))))
+        self.hop_s = self.hop_length / info.sample_rate
+        if self._given_smoother_config is None:
+            self.smoother_config = SmootherConfig.for_profile(self._profile, info.window_s, self.hop_s)
+        else:
+            self.smoother_config = dataclasses.replace(self._given_smoother_config, window_s=info.window_s)
+
+    def set_model(self, model: GenreModel) -> None:
+        """Swap the model while streams run (from the event loop's thread).
+
+        Each running stream changes over at its next block of audio: with the
+        same frontend its windows go on where they were and the next one is the
+        new model's; otherwise its windows start afresh on the new frontend (as
+        after a gap of no length), its audio resampled if the rates differ. Its
+        smoother is kept when the labels are the same. Each stream publishes
+        one ``status`` event naming the model (``model``: ``name@version``).
+        No stream stops.
+
+        Raises
+        ------
+        ValueError
+            If the engine computes features in worker processes and the new
+            model has another frontend (the workers are built for one).
+        """
+        if self._process_pool is not None and model.frontend.params() != self.model.frontend.params():
+            raise ValueError("model: the feature worker processes compute another frontend; restart to change it")
+        self.model = model
+        self._configure(model)
+        if self._batcher is not None:
+            self._batcher.model = model
+        for st in self._streams.values():
+            if self._loop is None:  # not running yet: nothing computed, start with the new model
+                st.model, st.hop_length = model, self.hop_length
+                st.smoother = GenreSmoother(model.info.labels, self.smoother_config,
+                                            content_labels=model.info.content_labels)
+                st.head = RingBuffer(model.info.window_length)
+                st.loudness = WindowRMS(model.info.window_length)
+        log.info("model %s takes over at each stream's next block", model.info.tag)
+
+    def _switch_model(self, st: _Stream) -> None:
+        """Move one stream over to the engine's current model (see :meth:`set_model`)."""
+        old, new = st.model, self.model
+        now_s = self._stream_time_s(st)
+        same_frontend = (new.frontend.params() == old.frontend.params() and self.hop_length == st.hop_length
+                         and new.info.sample_rate == old.info.sample_rate)
+        old.forget(st.id)
+        st.model, st.hop_length = new, self.hop_length
+        if not same_frontend:
+            st.extractor = self._make_extractor(st.id)
+            st.base_time_s = now_s
+            st.head = RingBuffer(new.info.window_length)
+            st.loudness = WindowRMS(new.info.window_length)
+            st.resampler = None
+            if new.info.sample_rate != st.source_rate:
+                import soxr
+
+                st.resampler = soxr.ResampleStream(st.source_rate, new.info.sample_rate, 1, dtype="float32")
+        if (new.info.labels, new.info.content_labels) != (old.info.labels, old.info.content_labels) or \
+                st.smoother.config != self.smoother_config:
+            st.smoother = GenreSmoother(new.info.labels, self.smoother_config, content_labels=new.info.content_labels)
+            st.smoother.reset(now_s)
+        self._status(st, st.summary.state, f"classified by {new.info.tag} from stream time {now_s:.1f} s",
+                     model=new.info.tag)
 
     # -- streams --------------------------------------------------------------
     def add(self, source: AudioSource, stream_id: str) -> str:
@@ -369,7 +451,7 @@ class Engine:
             return self._process_pool.extractor(stream_id)
         if self.features == "batch":
             return BatchFeatures(self.model.frontend, self.hop_length)
-        return self.model.frontend.extractor(self.hop_length)
+        return self.model.frontend.extractor(self.hop_length)  # the current model's: a stream starts on it
 
     def _start(self, st: _Stream) -> None:
         st.extractor = self._make_extractor(st.id)
@@ -379,11 +461,10 @@ class Engine:
             self._wake.set()
 
     def _stream_metrics(self):
-        sample_rate = self.model.info.sample_rate
         for sid in list(self._tasks):
             st = self._streams.get(sid)
             if st is not None:
-                received_s = st.base_time_s + st.extractor.samples_seen / sample_rate
+                received_s = st.base_time_s + st.extractor.samples_seen / st.model.info.sample_rate
                 lag_s = max(0.0, received_s - max(st.classified_s, st.base_time_s)) if st.summary.windows else 0.0
                 yield sid, st.source.stats, lag_s
 
@@ -475,7 +556,7 @@ class Engine:
 
     def _reader(self, st: _Stream, loop: asyncio.AbstractEventLoop, q: asyncio.Queue) -> None:
         """Source thread: decode, coalesce to ~0.25 s blocks, pace, hand over."""
-        sample_rate = self.model.info.sample_rate
+        sample_rate = st.source_rate
         min_block = sample_rate // 4
         pace = self.realtime and st.source.is_file
         started = time.monotonic()
@@ -606,7 +687,7 @@ class Engine:
             # before the process may exit: a device torn down under a thread
             # still reading it crashes the interpreter.
             st.source.close()
-            self.model.forget(st.id)
+            st.model.forget(st.id)
             if hasattr(st.extractor, "close"):  # free its state in the worker process
                 try:
                     await asyncio.shield(loop.run_in_executor(self._pool, st.extractor.close))
@@ -617,14 +698,14 @@ class Engine:
                 log.warning("stream %s: source thread still busy %.0f s after close", st.id, SOURCE_JOIN_TIMEOUT_S)
 
     def _stream_time_s(self, st: _Stream) -> float:
-        return st.base_time_s + st.extractor.samples_seen / self.model.info.sample_rate
+        return st.base_time_s + st.extractor.samples_seen / st.model.info.sample_rate
 
     async def _gap(self, st: _Stream, gap: SourceGap) -> None:
         """Audio was lost: move stream time on, start windows and smoothing afresh."""
         before = self._stream_time_s(st)
         st.base_time_s = before + max(0.0, gap.duration_s)
         st.extractor.reset()
-        self.model.forget(st.id)
+        st.model.forget(st.id)
         st.loudness.reset()
         st.smoother.reset(st.base_time_s)
         self._status(
@@ -637,15 +718,22 @@ class Engine:
         """Push one block; classify every window it completes, in order."""
         assert self._pool is not None
         arrived_monotonic_s = time.monotonic()
+        if st.model is not self.model:
+            self._switch_model(st)
+        if st.resampler is not None:
+            block = st.resampler.resample_chunk(block)
+            if block.shape[0] == 0:
+                return
+        info = st.model.info
         if st.head is not None:
             st.head.write(block)
         st.loudness.push(block)
         windows = await asyncio.get_running_loop().run_in_executor(self._pool, st.extractor.push, block)
-        st.summary.audio_s += block.shape[0] / self.model.info.sample_rate
+        st.summary.audio_s += block.shape[0] / info.sample_rate
         for end_sample, x in windows:
             st.head = None
-            stream_time_s = st.base_time_s + end_sample / self.model.info.sample_rate
-            silent = st.loudness.rms(end_sample) < self.model.info.silence_rms
+            stream_time_s = st.base_time_s + end_sample / info.sample_rate
+            silent = st.loudness.rms(end_sample) < info.silence_rms
             await self._classify(st, x, stream_time_s, arrived_monotonic_s, silent, end_sample=end_sample)
 
     async def _classify(
@@ -654,11 +742,11 @@ class Engine:
     ) -> None:
         assert self._batcher is not None
         try:
-            outputs = await self._batcher.predict(np.asarray(x, dtype=np.float32), st.id, end_sample)
+            outputs = await self._batcher.predict(np.asarray(x, dtype=np.float32), st.id, end_sample, model=st.model)
         except Exception:  # noqa: BLE001 - skip the window, keep the stream
             log.exception("stream %s: window ending at %.2f s failed", st.id, stream_time_s)
             return
-        info = self.model.info
+        info = st.model.info
         probabilities = outputs[GENRE_HEAD]
         content = outputs.get(CONTENT_HEAD)
         step = st.smoother.update(probabilities, stream_time_s, silent=silent, content=content)
@@ -683,7 +771,7 @@ class Engine:
             st.stats_sent_s = stream_time_s
         self.emit(
             events.prediction(
-                st.id, stream_time_s, self.model.labels, probabilities, step.genre, step.confidence, **extra
+                st.id, stream_time_s, info.labels, probabilities, step.genre, step.confidence, **extra
             )
         )
         self.metrics.hop_to_event.observe(time.monotonic() - arrived_monotonic_s)
@@ -693,30 +781,30 @@ class Engine:
     def _emit_change(self, st: _Stream, change) -> None:
         extra: dict[str, Any] = {}
         if getattr(change, "content", None) is not None:
-            extra["content"] = events.label_probabilities(self.model.info.content_labels, change.content)
+            extra["content"] = events.label_probabilities(st.model.info.content_labels, change.content)
         self.emit(
             events.genre_change(
                 st.id,
                 change.genre,
                 change.previous,
                 change.confidence,
-                self.model.labels,
+                st.model.info.labels,
                 change.probabilities,
                 change.onset_s,
                 change.stream_time_s,
-                self.model.info.tag,
+                st.model.info.tag,
                 **extra,
             )
         )
 
     async def _finish(self, st: _Stream) -> None:
         """End of stream: classify a short stream on what it had (padded as in training); settle a pending change."""
-        frontend = self.model.frontend
+        frontend = st.model.frontend
         shortest = max(frontend.min_samples, MIN_PARTIAL_S * frontend.sample_rate)
         if st.summary.windows == 0 and st.head is not None and len(st.head) >= shortest:
             audio = st.head.latest(len(st.head))
             x = await asyncio.get_running_loop().run_in_executor(self._pool, frontend.window_input, audio)
-            silent = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < self.model.info.silence_rms
+            silent = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < st.model.info.silence_rms
             await self._classify(st, x, self._stream_time_s(st), time.monotonic(), silent, partial=True)
         change = st.smoother.flush(self._stream_time_s(st))
         if change is not None:

@@ -24,10 +24,23 @@ Metrics
     packets skipped and demuxer errors read past).
 ``genrestream_streams``
     Streams running.
+``genrestream_cpu_seconds_total``, ``genrestream_cpu_share``
+    CPU time of the engine's process (user + system, ``os.times``), and its
+    share of the machine (CPU seconds per wall second over the time since the
+    previous scrape, at least 1 s, divided by the number of cores: 1.0 is
+    every core busy). Feature worker processes (``--feature-processes``) are
+    not counted.
+``genrestream_inference_busy_share``
+    Share of wall time since the previous scrape that ONNX Runtime calls took.
+    Near 1 the inference thread never rests: the engine is at its limit, and
+    ``genrestream_stream_lag_seconds`` starts to grow.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -62,6 +75,46 @@ class _SourceStatsCollector:
         yield from (overflows, reconnects, bytes_read, decoded, decode_errors, lag)
 
 
+class _CpuCollector:
+    """The process's CPU time and share, and the inference thread's busy share, since the previous scrape."""
+
+    MIN_INTERVAL_S = 1.0
+
+    def __init__(self, busy_s: Callable[[], float]) -> None:
+        self._busy_s = busy_s
+        self._lock = threading.Lock()
+        self._last = (time.monotonic(), self._cpu_s(), busy_s())
+        self._shares = (0.0, 0.0)
+
+    @staticmethod
+    def _cpu_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def shares(self) -> tuple[float, float]:
+        """(cpu_share, inference_busy_share) over the time since the previous call (at least 1 s)."""
+        with self._lock:
+            now, cpu, busy = time.monotonic(), self._cpu_s(), self._busy_s()
+            wall = now - self._last[0]
+            if wall >= self.MIN_INTERVAL_S:
+                cores = os.cpu_count() or 1
+                self._shares = ((cpu - self._last[1]) / wall / cores, min(1.0, (busy - self._last[2]) / wall))
+                self._last = (now, cpu, busy)
+            return self._shares
+
+    def collect(self):
+        cpu_share, busy_share = self.shares()
+        total = CounterMetricFamily("genrestream_cpu_seconds", "CPU time of the engine's process (user + system)")
+        total.add_metric([], self._cpu_s())
+        share = GaugeMetricFamily("genrestream_cpu_share",
+                                  "CPU seconds per wall second since the previous scrape, over the number of cores")
+        share.add_metric([], cpu_share)
+        busy = GaugeMetricFamily("genrestream_inference_busy_share",
+                                 "Share of wall time since the previous scrape spent in ONNX Runtime calls")
+        busy.add_metric([], busy_share)
+        yield from (total, share, busy)
+
+
 class EngineMetrics:
     """The metrics of one :class:`stream.engine.Engine`.
 
@@ -90,7 +143,10 @@ class EngineMetrics:
             buckets=LATENCY_BUCKETS_S, registry=r,
         )
         self.streams = Gauge("genrestream_streams", "Streams running", registry=r)
+        self.inference_busy_s = 0.0  # added to by the inference thread's caller after each call
         r.register(_SourceStatsCollector(streams))
+        self.cpu = _CpuCollector(lambda: self.inference_busy_s)
+        r.register(self.cpu)
 
     def forget(self, stream_id: str) -> None:
         """Drop the per-stream series of a removed stream."""

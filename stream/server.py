@@ -11,7 +11,10 @@
 Client messages on ``/ws``
     ``{"type": "control", "action": "add", "stream": ID, "source": SOURCE}`` and
     ``{"type": "control", "action": "remove", "stream": ID}`` add and remove
-    streams while running (``genrestream run --control``); the reply is a
+    streams while running (``genrestream run --control``);
+    ``{"type": "control", "action": "model", "path": NAME_OR_FILE}`` swaps the
+    model (it takes over at each stream's next window; one that fails to
+    load is refused and the old one stays); the reply is a
     ``control_result`` to that client. When the server has a control token,
     every control message carries it as ``"token"``; a missing or wrong one
     is refused and changes nothing. The token is never echoed nor logged.
@@ -207,7 +210,7 @@ class EventServer:
             return {"schema": events.SCHEMA, "type": "control_result", "ok": False, "detail": "expected a JSON object"}
         if not isinstance(request, dict) or request.get("type") != "control":
             return {"schema": events.SCHEMA, "type": "control_result", "ok": False,
-                    "detail": 'expected {"type": "control", "action": "add" | "remove", ...}'}
+                    "detail": 'expected {"type": "control", "action": "add" | "remove" | "model", ...}'}
         token = request.pop("token", None)
         if self.on_control is None:
             return {"schema": events.SCHEMA, "type": "control_result", "ok": False, "detail": "control is disabled"}

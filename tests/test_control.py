@@ -84,6 +84,7 @@ def running(tmp_path: Path, *args: str, env: dict[str, str]):
                     assert proc.poll() is None, err_path.read_text()
                     assert time.monotonic() < deadline, "server did not start"
                     time.sleep(0.2)
+            output["proc"] = proc  # for signals (SIGHUP)
             with ws:
                 yield Client(ws), output
             proc.send_signal(signal.SIGINT)

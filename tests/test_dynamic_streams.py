@@ -58,6 +58,12 @@ def test_config_reload_and_control_messages(tmp_path):
             assert "genrestream_streams 1.0" in metrics
             assert "genrestream_inference_batch_size_bucket" in metrics
             assert 'genrestream_stream_lag_seconds{stream="a"}' in metrics
+            time.sleep(1.5)  # the shares are over the time since the previous scrape (at least 1 s)
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+            assert 0 < float(values["genrestream_cpu_share"]) <= 1, values["genrestream_cpu_share"]
+            assert 0 < float(values["genrestream_inference_busy_share"]) < 1, values["genrestream_inference_busy_share"]
+            assert float(values["genrestream_cpu_seconds_total"]) > 0
 
             # The file changes: a goes, b comes.
             config.write_text(_stream_toml(b=str(SHORT)))

@@ -59,34 +59,56 @@ def _spectrogram_tensor(graph, input_name: str) -> str:
     return name
 
 
-def _timbral_chains(graph, inits: dict[str, np.ndarray], spectrogram: str) -> list[list]:
-    """The chains Conv (kernel longer than 1 in time and in mel, on the spectrogram) → ... → Squeeze."""
+def _kernel_shape(graph, inits: dict[str, np.ndarray], name: str) -> tuple[int, ...] | None:
+    """Shape of a Conv's weight: an initializer, or one through a DequantizeLinear (a quantized model)."""
+    if name in inits:
+        return tuple(inits[name].shape)
+    for node in graph.node:
+        if name in node.output and node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            return tuple(inits[node.input[0]].shape)
+    return None
+
+
+def _timbral_branches(graph, inits: dict[str, np.ndarray], spectrogram: str) -> list[tuple[str, list, list]]:
+    """The front end's branches with a timbral convolution (kernel longer than 1 in time and in mel).
+
+    Returns ``(output, nodes, convs)`` per branch, in the order of the Concat that joins the front end's
+    branches: ``output`` is the branch's [batch, channels, frames] tensor (a Squeeze's), ``nodes`` every node
+    it needs given the spectrogram (quantize/dequantize pairs of a QDQ model included).
+    """
     users = _consumers(graph)
-    chains = []
-    for node in users.get(spectrogram, []):
-        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        kernel = inits[node.input[1]]
-        if kernel.ndim != 4 or kernel.shape[2] <= 1 or kernel.shape[3] <= 1:
-            continue
-        chain, current = [node], node
-        while current.op_type != "Squeeze":
-            following = users.get(current.output[0], [])
-            if len(following) != 1 or following[0].op_type not in ("Relu", "BatchNormalization", "MaxPool", "Squeeze"):
-                raise ValueError(f"split: the chain after {node.name} is not Conv, ReLU, BN, MaxPool, Squeeze")
-            current = following[0]
-            chain.append(current)
-        chains.append(chain)
-    return chains
+    producer = {out: node for node in graph.node for out in node.output}
+    # the Concat that joins the branches: the first one reached from the spectrogram
+    frontier, seen, concat = [spectrogram], set(), None
+    while frontier and concat is None:
+        name = frontier.pop(0)
+        for node in users.get(name, []):
+            if node.op_type == "Concat" and all(producer.get(i) is not None and producer[i].op_type == "Squeeze"
+                                                for i in node.input):
+                concat = node
+                break
+            if id(node) not in seen:
+                seen.add(id(node))
+                frontier.extend(node.output)
+    if concat is None:
+        return []
+    branches = []
+    for output in concat.input:
+        nodes = _needed(graph, [output], {spectrogram})
+        convs = [n for n in nodes if n.op_type == "Conv"]
+        shapes = [_kernel_shape(graph, inits, c.input[1]) for c in convs]
+        if len(convs) == 1 and shapes[0] is not None and len(shapes[0]) == 4 and shapes[0][2] > 1 and shapes[0][3] > 1:
+            branches.append((output, nodes, convs))
+    return branches
 
 
-def _context_frames(chains, inits) -> int:
+def _context_frames(graph, inits, branches) -> int:
     contexts = set()
-    for chain in chains:
-        conv = chain[0]
+    for _, _, convs in branches:
+        conv = convs[0]
         attrs = {a.name: a for a in conv.attribute}
         pads = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
-        k = int(inits[conv.input[1]].shape[2])
+        k = int(_kernel_shape(graph, inits, conv.input[1])[2])
         if pads[0] != pads[2] or pads[0] != (k - 1) // 2 or k % 2 == 0:
             raise ValueError(f"split: {conv.name} is not a centred 'same' convolution in time (kernel {k}, pads {pads})")
         contexts.add(pads[0])
@@ -149,12 +171,12 @@ def split_model(model_path: str | Path, check_windows: np.ndarray) -> dict:
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     input_name = graph.input[0].name
     conv_input = _spectrogram_tensor(graph, input_name)
-    chains = _timbral_chains(graph, inits, conv_input)
-    if not chains:
+    branches = _timbral_branches(graph, inits, conv_input)
+    if not branches:
         raise ValueError(f"split: {model_path} has no timbral convolution (kernel longer than 1 in time and mel)")
-    context = _context_frames(chains, inits)
-    channels = [int(inits[chain[0].input[1]].shape[0]) for chain in chains]
-    squeezed = [chain[-1].output[0] for chain in chains]  # each [batch, channels, frames]
+    context = _context_frames(graph, inits, branches)
+    channels = [int(_kernel_shape(graph, inits, convs[0].input[1])[0]) for _, _, convs in branches]
+    squeezed = [output for output, _, _ in branches]  # each [batch, channels, frames]
 
     # -- the frame stage: logmel [B, T, 96] → unsqueeze to NCHW [B, 1, T, 96] → the nodes up to the conv input
     prelude = _needed(graph, [conv_input], {input_name})
@@ -172,8 +194,9 @@ def split_model(model_path: str | Path, check_windows: np.ndarray) -> dict:
         del copy.input[:]
         copy.input.extend(rename.get(i, i) for i in node.input)
         stage_nodes.append(copy)
-    for chain in chains:
-        for node in chain:
+    branch_nodes = {id(n) for _, nodes, _ in branches for n in nodes}
+    for node in graph.node:  # in graph order: a topological order
+        if id(node) in branch_nodes:
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
             del copy.input[:]

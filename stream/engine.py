@@ -59,6 +59,9 @@ MAX_BATCH = 8
 35.0 alone), while ONNX Runtime's memory arena keeps what its largest batch needed, about 31 MiB a musicnn window,
 for good: uncapped, an engine that fell behind reached 33 MiB per stream (benchmarks/README.md)."""
 
+MAX_HANDOVER_S = 2.0
+"""Longest audio a source thread gathers before handing it to the engine (the first window may be longer)."""
+
 MIN_PARTIAL_S = 1.0
 """A stream that ends before one full window is classified on what it had, if at least this long."""
 
@@ -199,6 +202,9 @@ class _Stream:
         self.hop_length = engine.hop_length
         self.source_rate = info.sample_rate  # the rate its source decodes at, for good
         self.resampler: Any = None  # soxr.ResampleStream when the model's rate differs from source_rate
+        # Source-rate samples the reader gathers before it hands a block over: up to the next window's end
+        # (one hand-over per hop), set by the event loop after each block; read by the source thread.
+        self.handover_samples = info.sample_rate // 4
         self.extractor: Any = None  # made when the stream starts (it may live in a worker process)
         # The audio before the first window, kept only until there is one: a
         # stream that ends sooner is classified on what it had.
@@ -555,9 +561,15 @@ class Engine:
         return {**self._ended, **{sid: st.summary for sid, st in self._streams.items()}}
 
     def _reader(self, st: _Stream, loop: asyncio.AbstractEventLoop, q: asyncio.Queue) -> None:
-        """Source thread: decode, coalesce to ~0.25 s blocks, pace, hand over."""
+        """Source thread: decode, gather up to the next window's end, pace, hand over.
+
+        A block is handed over once it holds the samples that complete the
+        stream's next window (``st.handover_samples``, at most
+        :data:`MAX_HANDOVER_S`): one hand-over per hop, however small the
+        decoder's blocks, and never later than the window could be computed.
+        A paced file hands a block over when its last sample is due.
+        """
         sample_rate = st.source_rate
-        min_block = sample_rate // 4
         pace = self.realtime and st.source.is_file
         started = time.monotonic()
         sent = 0
@@ -595,12 +607,12 @@ class Engine:
                     continue
                 pending.append(block)
                 pending_n += block.shape[0]
-                if pending_n < min_block:
+                if pending_n < st.handover_samples:
                     continue
-                chunk = np.concatenate(pending)
+                chunk = np.concatenate(pending) if len(pending) > 1 else pending[0]
                 pending, pending_n = [], 0
                 if pace:
-                    delay = started + sent / sample_rate - time.monotonic()
+                    delay = started + (sent + chunk.shape[0]) / sample_rate - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
                 sent += chunk.shape[0]
@@ -730,11 +742,23 @@ class Engine:
         st.loudness.push(block)
         windows = await asyncio.get_running_loop().run_in_executor(self._pool, st.extractor.push, block)
         st.summary.audio_s += block.shape[0] / info.sample_rate
+        self._plan_handover(st)
         for end_sample, x in windows:
             st.head = None
             stream_time_s = st.base_time_s + end_sample / info.sample_rate
             silent = st.loudness.rms(end_sample) < info.silence_rms
             await self._classify(st, x, stream_time_s, arrived_monotonic_s, silent, end_sample=end_sample)
+
+    def _plan_handover(self, st: _Stream) -> None:
+        """Tell the source thread how many samples complete the stream's next window."""
+        next_end = getattr(st.extractor, "next_end", None)
+        if next_end is None:  # an extractor that does not say: quarter-second blocks
+            st.handover_samples = st.source_rate // 4
+            return
+        needed = next_end - st.extractor.samples_seen  # at the model's rate
+        if st.model.info.sample_rate != st.source_rate:
+            needed = int(np.ceil(needed * st.source_rate / st.model.info.sample_rate)) + 1
+        st.handover_samples = int(min(max(1, needed), MAX_HANDOVER_S * st.source_rate))
 
     async def _classify(
         self, st: _Stream, x: np.ndarray, stream_time_s: float, arrived_monotonic_s: float, silent: bool,

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SHIPPED_MODELS: dict[str, str] = {
     "gtzan-mlp": "gtzan_mlp.onnx",
     "musicnn-msd": "musicnn_msd.onnx",
+    "musicnn-msd-int8": "musicnn_msd_int8.onnx",
 }
 """Names ``--model`` takes for the models shipped inside the package → their files in ``stream/models/``."""
 

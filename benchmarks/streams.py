@@ -1485,7 +1485,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Numbers on a busy machine are noisy; read them against the baselines printed beside them.")
     p.add_argument("--quick", action="store_true", help="smoke run: shorter phases, fewer rungs")
-    p.add_argument("--phases", default="throughput,ladder,latency,naive",
+    p.add_argument("--phases", default="throughput,ladder,latency,naive",  # the GPU check always runs
                    help="comma-separated subset of throughput,ladder,latency,naive (memory is part of latency)")
     p.add_argument("--json", type=Path, help="write every result to this JSON file")
     from stream.model import DEFAULT_MODEL_NAME, SHIPPED_MODELS
@@ -1683,6 +1683,53 @@ def run_subject(args, spec: str | None, latency_n: int | None, all_cpus: list[in
     return res
 
 
+def gpu_check(args) -> dict:
+    """Whether ONNX Runtime's CUDA provider is usable here; with a GPU, the engine's figures on it.
+
+    With a GPU: every model of the run, as many streams as the CPU-time estimate allows, read as fast as
+    possible through an engine whose model runs on CUDA (batches up to stream.engine.MAX_BATCH_GPU: one call
+    per tick over every ready window), streams per second of GPU wall time and the batch sizes.
+    """
+    import onnxruntime as ort
+
+    from stream.model import GenreModel, _cuda_usable, resolve_model
+
+    usable, why = _cuda_usable(ort, resolve_model(args.model_specs[0]).read_bytes())
+    if not usable:
+        say(f"\n## GPU: none usable here ({why}); every figure below is the CPU's")
+        return {"usable": False, "reason": why}
+    say(f"\n## GPU: CUDAExecutionProvider usable ({why})")
+    out: dict[str, Any] = {"usable": True, "reason": why, "models": {}}
+    previous = os.environ.get("GENRESTREAM_DEVICE")
+    os.environ["GENRESTREAM_DEVICE"] = "cuda"
+    try:
+        import stream.model as sm
+        sm._PROVIDER_CACHE = None
+        from _sources import load_clips
+
+        for spec in args.model_specs:
+            model = GenreModel(spec)
+            clips, _ = load_clips(model.info.sample_rate)
+            n = args.max_streams or 200
+            r = asyncio.run(run_fast(model, clips, n, model.info.window_s + 30.0, args.hop_s, workers=None,
+                                     seed=args.seed))
+            stats = r["batch_sizes"]
+            rate = r.get("windows", 0) / max(1e-9, r.get("wall_s", 0.0))
+            hop_s = args.hop_s or model.info.hop_s
+            say(f"  {model.info.tag} on {model.provider}: {n} streams as fast as possible, {rate:.0f} windows per "
+                f"wall second = about {rate * hop_s:.0f} real-time streams at hop {hop_s:g} s (every core feeding it); "
+                f"batches mean {stats['mean']:.1f}, largest {stats['max']}")
+            out["models"][spec or "default"] = {"streams": n, "windows_per_s": rate, "batches": stats, **r}
+    finally:
+        if previous is None:
+            os.environ.pop("GENRESTREAM_DEVICE", None)
+        else:
+            os.environ["GENRESTREAM_DEVICE"] = previous
+        import stream.model as sm
+        sm._PROVIDER_CACHE = None
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     ENGINE_KW.update(args.engine_kw)
@@ -1711,6 +1758,7 @@ def main(argv=None) -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "models": {},
     }
+    res["gpu"] = gpu_check(args)
     load0 = loadavg()
     for spec, latency_n in zip(args.model_specs, args.latency_counts):
         r = run_subject(args, spec, latency_n, all_cpus)

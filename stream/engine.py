@@ -59,6 +59,9 @@ MAX_BATCH = 8
 35.0 alone), while ONNX Runtime's memory arena keeps what its largest batch needed, about 31 MiB a musicnn window,
 for good: uncapped, an engine that fell behind reached 33 MiB per stream (benchmarks/README.md)."""
 
+MAX_BATCH_GPU = 512
+"""Most windows per call on a GPU (CUDA provider): one call per tick over every ready window of every stream."""
+
 MAX_HANDOVER_S = 2.0
 """Longest audio a source thread gathers before handing it to the engine (the first window may be longer)."""
 
@@ -532,7 +535,8 @@ class Engine:
                 None, FeatureProcessPool, self.feature_processes, self.features, self.model.frontend.params(),
                 self.hop_length,
             )
-        self._batcher = InferenceBatcher(self.model, max_batch=MAX_BATCH, metrics=self.metrics)
+        max_batch = MAX_BATCH if self.model.provider == "CPUExecutionProvider" else MAX_BATCH_GPU
+        self._batcher = InferenceBatcher(self.model, max_batch=max_batch, metrics=self.metrics)
         try:
             for st in list(self._streams.values()):
                 self._start(st)

@@ -338,6 +338,9 @@ class GenreModel:
         providers = choose_providers(model_bytes)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Idle ONNX Runtime threads sleep instead of spinning: the cores are shared with decoding and features,
+        # and spinning threads on a busy core cost 1.5x per window (benchmarks/README.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if intra_op_threads:
             options.intra_op_num_threads = int(intra_op_threads)
         try:

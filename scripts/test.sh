@@ -3,6 +3,6 @@
 #   scripts/test.sh [PYTEST ARGS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh train test
+scripts/setup.sh train test cluster
 export GENRESTREAM_SHARED=${GENRESTREAM_SHARED:-$(cd .. && pwd)/shared}
 exec .venv/bin/python -m pytest "$@"

@@ -22,6 +22,9 @@ log = logging.getLogger("genrestream")
 
 PLUGIN_GROUP = "genrestream.commands"
 
+PLUGIN_EXTRAS = {"train": "train", "export": "train", "cluster": "cluster", "dashboard": None}
+"""The extra each plug-in command needs (``pip install -e ".[EXTRA]"``); None: none."""
+
 CONTROL_TOKEN_ENV = "GENRESTREAM_CONTROL_TOKEN"
 
 
@@ -445,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     devices.set_defaults(func=cmd_devices)
 
     for ep in entry_points(group=PLUGIN_GROUP):  # dispatched in main(), listed here for --help
-        sub.add_parser(ep.name, help=f"see 'genrestream {ep.name} --help' (needs the train extra)")
+        extra = PLUGIN_EXTRAS.get(ep.name, "train")
+        sub.add_parser(ep.name, help=f"see 'genrestream {ep.name} --help'" + (f" (needs the {extra} extra)" if extra else ""))
     return parser
 
 
@@ -465,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             command = plugins[name].load()
         except ImportError as exc:
-            extra = "cluster" if name == "cluster" else "train"
+            extra = PLUGIN_EXTRAS.get(name) or "train"
             print(f"genrestream {name}: needs the {extra} extra: pip install -e '.[{extra}]' ({exc})", file=sys.stderr)
             return 2
         return int(command(argv[position + 1 :]) or 0)

@@ -397,8 +397,11 @@ class Engine:
                      model=new.info.tag)
 
     # -- streams --------------------------------------------------------------
-    def add(self, source: AudioSource, stream_id: str) -> str:
+    def add(self, source: AudioSource, stream_id: str, start_time_s: float = 0.0) -> str:
         """Add a stream, before :meth:`run` or while it runs (from the event loop's thread).
+
+        ``start_time_s`` is the stream time of its first sample (a stream resumed elsewhere after
+        a gap goes on from where it was; default 0).
 
         Raises
         ------
@@ -410,6 +413,7 @@ class Engine:
         if stream_id in self._streams:
             raise ValueError(f"stream_id: {stream_id!r} is already in use")
         self._streams[stream_id] = st = _Stream(stream_id, source, self)
+        st.base_time_s = float(start_time_s)
         if self._loop is not None:
             self._start(st)
         return stream_id
@@ -468,6 +472,10 @@ class Engine:
         self.metrics.streams.set(len(self._tasks))
         if self._wake is not None:
             self._wake.set()
+
+    def lag_s(self) -> dict[str, float]:
+        """Seconds of audio received but not yet classified, by running stream (as ``/metrics`` reports)."""
+        return {sid: lag for sid, _, lag in self._stream_metrics()}
 
     def _stream_metrics(self):
         for sid in list(self._tasks):

@@ -149,6 +149,21 @@ def _node_id() -> str | None:
         return None
 
 
+def _warm_up(model) -> float:
+    """Run one window of silence through the model's frontend and the model, so that the first stream
+    of a new or restarted shard does not wait for numba's compilation (tens of seconds on a busy
+    machine with a cold cache) or ONNX Runtime's first call. Returns the seconds it took."""
+    import numpy as np
+
+    started = time.monotonic()
+    hop = model.frontend.snap_hop(int(model.info.hop_s * model.info.sample_rate))
+    extractor = model.frontend.extractor(hop)
+    windows = extractor.push(np.zeros(model.info.window_length + hop, dtype=np.float32))
+    if windows:
+        model.predict(np.stack([np.asarray(windows[0][1], dtype=np.float32)]))
+    return time.monotonic() - started
+
+
 class ShardWorker:
     """One shard: an engine with a share of the streams, in an asyncio loop of its own thread.
 
@@ -190,6 +205,7 @@ class ShardWorker:
         self.incarnation = uuid.uuid4().hex
         self.started_wall_s = time.time()
         model = GenreModel(settings.get("model"), intra_op_threads=settings.get("intra_op_threads"))
+        warm_s = _warm_up(model)
         self.last_event = _LastEvent()
         self.engine = Engine(model, hop_s=settings.get("hop_s"), realtime=bool(settings.get("realtime")),
                              profile=settings.get("profile") or "radio",
@@ -205,7 +221,7 @@ class ShardWorker:
         self._thread.start()
         if not self._ready.wait(60):
             raise RuntimeError(f"{name}: the engine's event loop did not start within 60 s")
-        log.info("%s: model %s on node %s", name, model.info.tag, _node_id())
+        log.info("%s: model %s on node %s (warmed up in %.1f s)", name, model.info.tag, _node_id(), warm_s)
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -328,11 +328,11 @@ def test_redis_fed_dashboard_shows_every_stream(running):
             page.goto(url)
             for name in names:
                 card = page.locator(f'[data-stream="{name}"]')
-                sync_api.expect(card).to_have_count(1, timeout=20_000)
-                sync_api.expect(card.locator(".state")).to_have_text("playing", timeout=20_000)
+                sync_api.expect(card).to_have_count(1, timeout=60_000)
+                sync_api.expect(card.locator(".state")).to_have_text("playing", timeout=60_000)
             for name in names:  # live predictions (PUBLISH) reach the page: each card shows a genre
                 genre = page.locator(f'[data-stream="{name}"] .genre')
-                sync_api.expect(genre).to_have_text(re.compile(r"^(?!—$)\S.*"), timeout=20_000)
+                sync_api.expect(genre).to_have_text(re.compile(r"^(?!—$)\S.*"), timeout=60_000)
             page.screenshot(path="/tmp/dashboard_cluster.png")
         finally:
             browser.close()
@@ -345,6 +345,8 @@ def test_removed_node_moves_its_streams_and_the_others_carry_on(running):
     moved = sorted(name for name, shard in workers.items() if shard == on_worker)
     stayed = sorted(name for name, shard in workers.items() if shard != on_worker)
     assert moved and stayed, running.workers()
+    for name in moved:  # each has been classified before its node goes
+        running.sub.wait(lambda e, n=name: e["type"] == "prediction" and e["stream"] == n, 60, f"{name} classified")
     mark = len(running.sub.snapshot())
     removed_at = time.monotonic()
     running.cluster.remove_node(running.worker_node, allow_graceful=False)  # its processes are killed

@@ -378,11 +378,13 @@ async def run_fast(model, clips, n: int, audio_s: float, hop_s: float, workers: 
     """n streams of audio_s seconds each, as fast as possible; steady-state CPU per window."""
     from _sources import make_sources
 
+    inference_workers = 1 if workers == 1 else None  # the 1-core phases (one feature worker): one inference thread
+
     from stream.engine import Engine
 
     rec = Recorder()
     tap = BatchSizes(model)
-    engine = Engine(tap, [rec], hop_s=hop_s, realtime=False, feature_workers=workers, trace_latency=True, **ENGINE_KW)
+    engine = Engine(tap, [rec], hop_s=hop_s, realtime=False, feature_workers=workers, trace_latency=True, **{"inference_workers": inference_workers, **ENGINE_KW})
     hop_s, hop_length = engine.hop_s, engine.hop_length  # as the frontend snapped it
     sources = make_sources(clips, n, duration_s=audio_s, block_length=hop_length / 4, pace="engine", seed=seed)
     for sid, src in sources.items():
@@ -496,13 +498,15 @@ async def run_realtime(model, clips, n: int, *, hop_s: float, workers: int | Non
     """n streams in real time, added one by one over one hop (unsynchronised); measure after warm-up."""
     from _sources import make_sources
 
+    inference_workers = 1 if workers == 1 else None  # the 1-core phases (one feature worker): one inference thread
+
     from stream.engine import Engine
 
     hooks = hooks or Hooks()
     info = model.info
     rec = Recorder()
     tap = BatchSizes(model)
-    engine = Engine(tap, [rec], hop_s=hop_s, realtime=True, feature_workers=workers, trace_latency=True, **ENGINE_KW)
+    engine = Engine(tap, [rec], hop_s=hop_s, realtime=True, feature_workers=workers, trace_latency=True, **{"inference_workers": inference_workers, **ENGINE_KW})
     hop_s, hop_length = engine.hop_s, engine.hop_length  # as the frontend snapped it
     await hooks.before(engine)
     rss_before = rss_kib()

@@ -181,6 +181,7 @@ class ShardWorker:
         default), ``hop_s`` (None for the model's), ``realtime`` (bool),
         ``profile`` (smoothing profile), ``feature_processes`` (int),
         ``intra_op_threads`` (ONNX Runtime threads, None for every core),
+        ``inference_workers`` (ONNX Runtime calls at once, default 1),
         ``log_level`` (a :mod:`logging` level).
 
     Raises
@@ -209,7 +210,9 @@ class ShardWorker:
         self.last_event = _LastEvent()
         self.engine = Engine(model, hop_s=settings.get("hop_s"), realtime=bool(settings.get("realtime")),
                              profile=settings.get("profile") or "radio",
-                             feature_processes=int(settings.get("feature_processes") or 0), worker=name)
+                             feature_processes=int(settings.get("feature_processes") or 0), worker=name,
+                             # the shard's CPUs go to ONNX Runtime's intra-op threads: one call at a time
+                             inference_workers=int(settings.get("inference_workers") or 1))
         self.redis = RedisPublisher(redis_url, metrics=self.engine.metrics)
         self.engine.publishers += [self.redis, self.last_event]
         self.configs: dict = {}  # stream name -> StreamConfig, as assigned
@@ -281,7 +284,9 @@ class ShardWorker:
                 wall_s, stream_time_s = (last, None) if isinstance(last, (int, float)) else last
                 gap_s = max(0.0, time.time() - float(wall_s))
                 extra = {}
-                if stream_time_s is not None:  # stream time goes on across the gap, as after a reconnect
+                # stream time goes on across the gap, as after a reconnect (from 0 if the driver had not yet
+                # heard the stream's time in a heartbeat: killed within a second of its first prediction)
+                if stream_time_s is not None:
                     start_time_s = float(stream_time_s) + gap_s
                     extra["gap_start_s"] = round(float(stream_time_s), 3)
                 engine.emit(events.status(

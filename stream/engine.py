@@ -88,17 +88,30 @@ class InferenceBatcher:
     the event loop keeps serving sources, clients and publishers while a large
     model computes; the windows that become ready meanwhile make the next batch.
 
+    With ``workers`` > 1, that many batches run at once, each in a thread
+    of its own (an ONNX Runtime session may be run from several threads):
+    on the CPU, one single-threaded call per core uses every core without
+    ONNX Runtime's intra-op threads, which parallelise a small model's
+    operators poorly. Windows that become ready while every worker is busy
+    make the next batch.
+
     Parameters
     ----------
     model : GenreModel
     max_batch : int
         Largest batch sent to ONNX Runtime at once.
+    workers : int
+        Batches in flight at once (threads calling ONNX Runtime).
     """
 
-    def __init__(self, model: GenreModel, max_batch: int = 1024, metrics: EngineMetrics | None = None) -> None:
+    def __init__(self, model: GenreModel, max_batch: int = 1024, metrics: EngineMetrics | None = None,
+                 workers: int = 1) -> None:
         self.model = model
         self.metrics = metrics
         self.max_batch = int(max_batch)
+        self.workers = max(1, int(workers))
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[Any, np.ndarray, Any, Any, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
@@ -117,7 +130,8 @@ class InferenceBatcher:
         windows are batched per model."""
         if self._task is None:
             self._wakeup = asyncio.Event()
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="inference")
+            self._slots = asyncio.Semaphore(self.workers)
             self._task = asyncio.create_task(self._run(), name="inference-batcher")
         future = asyncio.get_running_loop().create_future()
         self._pending.append((model or self.model, x, key, end_sample, future))
@@ -139,7 +153,15 @@ class InferenceBatcher:
             for row in batch:
                 groups.setdefault(id(row[0]), []).append(row)
             for rows in groups.values():
-                await self._run_batch(rows)
+                await self._slots.acquire()  # a free worker; meanwhile new windows queue for the next batch
+                task = asyncio.create_task(self._run_batch(rows))
+                self._running.add(task)
+                task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        if self._slots is not None:
+            self._slots.release()
 
     async def _run_batch(self, batch: list) -> None:
         model = batch[0][0]
@@ -165,6 +187,8 @@ class InferenceBatcher:
                 future.set_result({head: values[i] for head, values in outputs.items()})
 
     async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -256,6 +280,11 @@ class Engine:
         the hop) or :class:`stream.frontends.windowing.BatchFeatures` (the
         reference: the frontend's batch function on the whole window every
         hop).
+    inference_workers : int or None
+        ONNX Runtime calls in flight at once (:class:`InferenceBatcher`);
+        None: on the CPU, the cores divided by the model's intra-op threads
+        (one single-threaded call per core with the default model settings),
+        on a GPU 1.
     worker : str or None
         Added as ``worker`` to every event (``genrestream cluster``: the shard's name).
     trace_latency : bool
@@ -290,9 +319,17 @@ class Engine:
         features: str = "incremental",
         trace_latency: bool = False,
         worker: str | None = None,
+        inference_workers: int | None = None,
     ) -> None:
         self.model = model
         self.worker = worker
+        if inference_workers is None:
+            cores = os.cpu_count() or 1
+            threads = getattr(model, "intra_op_threads", None) or cores
+            inference_workers = max(1, cores // threads) if model.provider == "CPUExecutionProvider" else 1
+        self.inference_workers = int(inference_workers)
+        if self.inference_workers < 1:
+            raise ValueError(f"inference_workers: expected 1 or more, got {inference_workers}")
         self._seq: dict[str, int] = {}  # stream id -> the sequence number of its next event
         info = model.info
         requested_hop_s = float(hop_s if hop_s is not None else info.hop_s)
@@ -544,7 +581,8 @@ class Engine:
                 self.hop_length,
             )
         max_batch = MAX_BATCH if self.model.provider == "CPUExecutionProvider" else MAX_BATCH_GPU
-        self._batcher = InferenceBatcher(self.model, max_batch=max_batch, metrics=self.metrics)
+        self._batcher = InferenceBatcher(self.model, max_batch=max_batch, metrics=self.metrics,
+                                         workers=self.inference_workers)
         try:
             for st in list(self._streams.values()):
                 self._start(st)

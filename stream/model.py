@@ -302,7 +302,9 @@ class GenreModel:
         A shipped model's name or an ONNX file (:func:`resolve_model`); None
         for the default.
     intra_op_threads : int or None
-        ONNX Runtime threads per call; None for its default (every core).
+        ONNX Runtime threads per call. None: 1 on the CPU (the engine then
+        runs one call per core at once, :class:`stream.engine.InferenceBatcher`),
+        ONNX Runtime's default on a GPU; 0: ONNX Runtime's default (every core).
     frame_stage : bool or None
         Use the frame and window stages beside the file when they belong to
         it (:mod:`stream.framestage`); None: yes on the CPU unless
@@ -341,8 +343,11 @@ class GenreModel:
         # Idle ONNX Runtime threads sleep instead of spinning: the cores are shared with decoding and features,
         # and spinning threads on a busy core cost 1.5x per window (benchmarks/README.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if intra_op_threads:
-            options.intra_op_num_threads = int(intra_op_threads)
+        if intra_op_threads is None:
+            intra_op_threads = 1 if providers[0] == "CPUExecutionProvider" else 0
+        self.intra_op_threads = int(intra_op_threads) or None  # None: ONNX Runtime's default
+        if self.intra_op_threads:
+            options.intra_op_num_threads = self.intra_op_threads
         try:
             self.session = ort.InferenceSession(model_bytes, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types

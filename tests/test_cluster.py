@@ -347,6 +347,7 @@ def test_removed_node_moves_its_streams_and_the_others_carry_on(running):
     assert moved and stayed, running.workers()
     for name in moved:  # each has been classified before its node goes
         running.sub.wait(lambda e, n=name: e["type"] == "prediction" and e["stream"] == n, 60, f"{name} classified")
+    time.sleep(2.5)  # the driver learns each stream's time from the shards' heartbeats, one a second
     mark = len(running.sub.snapshot())
     removed_at = time.monotonic()
     running.cluster.remove_node(running.worker_node, allow_graceful=False)  # its processes are killed

@@ -125,5 +125,47 @@ def test_export_split_reproduces_the_shipped_stages(tmp_path):
     windows = np.stack([model.frontend.window_input(y[i: i + model.info.window_length]) for i in (0, 16128, 32256)])
     report = split_model(copy, windows)
     assert report["context_frames"] == 3 and report["max_abs_diff"] <= 1e-4
+    assert report["pooled_before_affine"] == {"frames": 2, "windows": 3}  # the 2 timbral and 3 temporal branches
     for shipped, made in zip(stage_paths(whole), stage_paths(copy)):
         assert made.read_bytes() == shipped.read_bytes(), f"{made.name} differs from the shipped {shipped.name}"
+
+
+@pytest.mark.parametrize("plain_weights", [True, False])
+def test_pool_before_affine_gives_the_same_values(plain_weights):
+    """Conv → Relu → BatchNormalization (scales of both signs) → MaxPool over all of frequency, rewritten to pool
+    first: the same outputs, and no MaxPool left. ``plain_weights=False`` gives the convolution its weights through
+    an Identity (as a quantized model's DequantizeLinear does), which takes the ReduceMax/ReduceMin path."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.split import pool_before_affine
+
+    rng = np.random.default_rng(3)
+    channels, width = 6, 9
+    scale = np.array([1.5, -0.7, 0.2, -2.0, 1.0, -0.1], dtype=np.float32)  # negative scales need the minimum
+    tensors = {"w": rng.standard_normal((channels, 1, 3, 4)).astype(np.float32),
+               "b": rng.standard_normal(channels).astype(np.float32), "scale": scale,
+               "bias": rng.standard_normal(channels).astype(np.float32),
+               "mean": rng.standard_normal(channels).astype(np.float32),
+               "var": rng.random(channels).astype(np.float32) + 0.5}
+    nodes = [helper.make_node("Identity", ["w"], ["w_dq"])] if not plain_weights else []
+    nodes += [helper.make_node("Conv", ["x", "w" if plain_weights else "w_dq", "b"], ["c"], pads=[1, 0, 1, 0]),
+              helper.make_node("Relu", ["c"], ["r"]),
+              helper.make_node("BatchNormalization", ["r", "scale", "bias", "mean", "var"], ["n"]),
+              helper.make_node("MaxPool", ["n"], ["y"], kernel_shape=[1, width - 3], strides=[1, width - 3])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1, "t", width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", channels, "t", 1])],
+                              [numpy_helper.from_array(v, k) for k, v in tensors.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = rng.standard_normal((2, 1, 11, width)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    expected = run(model)
+    assert pool_before_affine(model) == 1
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert "MaxPool" not in ops and "ReduceMax" in ops and ("ReduceMin" in ops) != plain_weights, ops
+    got = run(model)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-5

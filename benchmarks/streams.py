@@ -132,6 +132,23 @@ def loadavg() -> list[float]:
         return [float(x) for x in f.read().split()[:3]]
 
 
+def steal_s(cpus) -> float:
+    """Seconds the hypervisor gave the given CPUs to other guests (/proc/stat's ``steal``), summed.
+
+    On a virtual machine whose host is oversubscribed a pinned core loses part of its time to
+    other guests: a real-time rung can then fail at well under one core of CPU time. Each
+    real-time run reports this as a share of its cores, beside its own CPU share."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    wanted = {f"cpu{c}" for c in cpus}
+    total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] in wanted and len(fields) > 8:
+                total += int(fields[8])
+    return total / ticks
+
+
 def pin(cpus) -> None:
     """Set the CPU affinity of every thread of this process (sched_setaffinity(0) is one thread only)."""
     cpus = set(cpus)
@@ -522,7 +539,8 @@ async def run_realtime(model, clips, n: int, *, hop_s: float, workers: int | Non
     await sleep_until(t_added + max(0.0, info.window_s - preroll_s) + settle_s)
     await hooks.at_measure(engine)
     threads = ThreadCPU().start()
-    t0, cpu0 = time.monotonic(), time.process_time()
+    cpus = sorted(os.sched_getaffinity(0))
+    t0, cpu0, steal0 = time.monotonic(), time.process_time(), steal_s(cpus)
     rss: list[dict] = []
 
     async def sample() -> None:
@@ -532,7 +550,7 @@ async def run_realtime(model, clips, n: int, *, hop_s: float, workers: int | Non
 
     sampler = asyncio.create_task(sample()) if sample_rss else None
     await sleep_until(t0 + measure_s)
-    t1, cpu1 = time.monotonic(), time.process_time()
+    t1, cpu1, steal1 = time.monotonic(), time.process_time(), steal_s(cpus)
     groups = threads.stop()
     if sampler is not None:
         sampler.cancel()
@@ -544,6 +562,7 @@ async def run_realtime(model, clips, n: int, *, hop_s: float, workers: int | Non
     out = {
         "streams": n, "workers": engine.workers, "measure_s": t1 - t0, "cpu_s": cpu1 - cpu0,
         "cores_used": (cpu1 - cpu0) / (t1 - t0), "stopped_cleanly": clean,
+        "steal_share": (steal1 - steal0) / (t1 - t0) / len(cpus),
         "in_process": window_lags(sources, t0, t1, info.window_s, hop_s, receipts),
         "rss_before_kib": rss_before, "rss_during_kib": rss, "t0": t0, "t1": t1,
         "threads_cpu_s": {k: round(v, 3) for k, v in groups.items() if v >= 0.005},
@@ -635,7 +654,7 @@ def phase_ladder(args, sub: Subject, estimate: float | None, share: float | None
         r.pop("_sources")
         published = lags["received"]
         cpu_ms = 1000 * r["cpu_s"] / published if published else None
-        rung = {"streams": n, "sustained": r["sustained"], "cores_used": r["cores_used"],
+        rung = {"streams": n, "sustained": r["sustained"], "cores_used": r["cores_used"], "steal_share": r["steal_share"],
                 "cpu_ms_per_window": cpu_ms, "cpu_per_stream_cores": r["cores_used"] / n,
                 "expected": lags["expected"], "received": lags["received"],
                 "due_p50_s": lags["due_p50_s"], "due_p99_s": lags["due_p99_s"], "done_p99_s": lags["done_p99_s"],
@@ -643,7 +662,7 @@ def phase_ladder(args, sub: Subject, estimate: float | None, share: float | None
         rungs.append(rung)
         say(f"  N={n:<4} {'sustained' if r['sustained'] else 'NOT sustained':<14} windows {lags['received']}/{lags['expected']}, "
             f"due→event p50 {ms(lags['due_p50_s'])} p99 {ms(lags['due_p99_s'])}, window_done→event p99 {ms(lags['done_p99_s'])}, "
-            f"CPU {r['cores_used']:.2f} of the core"
+            f"CPU {r['cores_used']:.2f} of the core, host steal {r['steal_share']:.2f}"
             + (f", {cpu_ms:.1f} CPU-ms per window published" + (f" (×{cpu_ms / thr_ms:.2f} of as-fast-as-possible)" if thr_ms else "")
                if cpu_ms else "") + _batches(r["batch_sizes"]))
         if r["sustained"]:
@@ -1050,7 +1069,8 @@ def phase_latency(args, sub: Subject, all_cpus, estimate: float | None = None, l
         return result
     lags = result["in_process"]
     say(f"  engine (in process): windows {lags['received']}/{lags['expected']} published in time window, "
-        f"{'sustained' if result['sustained'] else 'NOT sustained'}; CPU {result['cores_used']:.2f} cores")
+        f"{'sustained' if result['sustained'] else 'NOT sustained'}; CPU {result['cores_used']:.2f} cores"
+        + (f", host steal {result['steal_share']:.2f} of each core" if result.get("steal_share") is not None else ""))
     for name, c in result["clients"].items():
         t = result["transport"].get(name, {})
         say(f"  {name:<5} client: received {c['received']}/{c['expected']} windows; window_done→receipt "

@@ -62,6 +62,19 @@ for good: uncapped, an engine that fell behind reached 33 MiB per stream (benchm
 MAX_BATCH_GPU = 512
 """Most windows per call on a GPU (CUDA provider): one call per tick over every ready window of every stream."""
 
+MAX_BATCH_FRAME_STAGE = 1
+"""Most windows per call on the CPU for a model split into a frame and a window stage (:mod:`stream.framestage`).
+Batching buys the stages nothing on the CPU (15.6, 15.5 and 15.8 CPU-ms per window at batches of 1, 2 and 8), while
+the arena each inference worker keeps grows from 68 MiB after batches of one window to 417 MiB after batches of
+eight (benchmarks/README.md)."""
+
+
+def max_batch_for(model: GenreModel) -> int:
+    """Most windows per ONNX Runtime call for ``model``: one call per tick on a GPU, small batches on the CPU."""
+    if model.provider != "CPUExecutionProvider":
+        return MAX_BATCH_GPU
+    return MAX_BATCH_FRAME_STAGE if getattr(model, "stages", None) is not None else MAX_BATCH
+
 MAX_HANDOVER_S = 2.0
 """Longest audio a source thread gathers before handing it to the engine (the first window may be longer)."""
 
@@ -98,17 +111,18 @@ class InferenceBatcher:
     Parameters
     ----------
     model : GenreModel
-    max_batch : int
-        Largest batch sent to ONNX Runtime at once.
+    max_batch : int or None
+        Largest batch sent to ONNX Runtime at once; None: :func:`max_batch_for` the current
+        model (it may be swapped).
     workers : int
         Batches in flight at once (threads calling ONNX Runtime).
     """
 
-    def __init__(self, model: GenreModel, max_batch: int = 1024, metrics: EngineMetrics | None = None,
+    def __init__(self, model: GenreModel, max_batch: int | None = None, metrics: EngineMetrics | None = None,
                  workers: int = 1) -> None:
         self.model = model
         self.metrics = metrics
-        self.max_batch = int(max_batch)
+        self.max_batch = None if max_batch is None else int(max_batch)
         self.workers = max(1, int(workers))
         self._slots: asyncio.Semaphore | None = None
         self._running: set[asyncio.Task] = set()
@@ -144,7 +158,8 @@ class InferenceBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             await asyncio.sleep(0)  # let every stream that is ready in this tick add its window
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            cap = self.max_batch or max_batch_for(self.model)
+            batch, self._pending = self._pending[:cap], self._pending[cap:]
             if self._pending:
                 self._wakeup.set()
             if not batch:
@@ -580,9 +595,7 @@ class Engine:
                 None, FeatureProcessPool, self.feature_processes, self.features, self.model.frontend.params(),
                 self.hop_length,
             )
-        max_batch = MAX_BATCH if self.model.provider == "CPUExecutionProvider" else MAX_BATCH_GPU
-        self._batcher = InferenceBatcher(self.model, max_batch=max_batch, metrics=self.metrics,
-                                         workers=self.inference_workers)
+        self._batcher = InferenceBatcher(self.model, metrics=self.metrics, workers=self.inference_workers)
         try:
             for st in list(self._streams.values()):
                 self._start(st)

@@ -100,6 +100,11 @@ REDIS_CHANNEL = "genrestream:events"  # stream.publishers.CHANNEL
 ENGINE_KW: dict[str, Any] = {}
 """Extra Engine keyword arguments (``--engine-kw``); the latency process gets them through its config."""
 
+CALIBRATED_PHASES = ("throughput", "naive")
+"""CPU-time phases bracketed by the calibration: on a shared virtual machine the same work costs up to ×2 more CPU
+time at some moments than at others (another guest on the same physical core), so the engine/naive ratio is also
+given with each side divided by the calibration measured around it."""
+
 LATENCY_MAX_STREAMS = 100
 """Most streams the latency phase picks by itself (the issue's target per core)."""
 
@@ -1450,6 +1455,14 @@ def comparison_table(models: dict[str, dict]) -> list[tuple[str, list[str]]]:
     def thr(r: dict) -> dict:
         return r["throughput"]
 
+    def speed_ratio(r):
+        cal_t, cal_n = r.get("throughput_calibration_ms"), r.get("naive_calibration_ms")
+        if not cal_t or not cal_n:
+            return None
+        ct, cn = sum(cal_t) / 2, sum(cal_n) / 2
+        ratio = (thr(r)["windows_per_cpu_s"] * ct) / (r["naive"]["windows_per_cpu_s"] * cn)
+        return f"×{ratio:.3g} (calibration {ct:.0f} / {cn:.0f} CPU-ms)"
+
     return [
         row("model input; window; hop", lambda r: f"{r['model']['input_shape']}; {r['model']['window_s']:g} s; "
                                                   f"{r['model']['hop_s']:g} s"),
@@ -1461,6 +1474,7 @@ def comparison_table(models: dict[str, dict]) -> list[tuple[str, list[str]]]:
         row("naive CPU-ms per window (parts)", naive_parts),
         row("naive windows per CPU-second (baseline)", lambda r: f"{r['naive']['windows_per_cpu_s']:.3g}"),
         row("engine / naive, windows per CPU-second", lambda r: f"×{thr(r)['windows_per_cpu_s'] / r['naive']['windows_per_cpu_s']:.3g}"),
+        row("engine / naive, each side per unit of core speed (calibration around each phase)", speed_ratio),
         row("latency phase: streams, cores, kept up?", lambda r: f"{r['latency']['streams']} on {r['latency']['cores']}, "
                                                               + ("yes" if r["latency"]["sustained"] else "**no**")),
         row("hop-to-event p50 / p99, WebSocket client", lambda r: latency(r, "ws")),
@@ -1682,6 +1696,8 @@ def run_subject(args, spec: str | None, latency_n: int | None, all_cpus: list[in
     def run_phase(phase: str, fn, *a) -> None:
         if phase not in args.phases:
             return
+        before = calibrate(args.core) if phase in CALIBRATED_PHASES else None
+        pin(all_cpus)
         try:
             res[phase] = fn(*a)
         except KeyboardInterrupt:
@@ -1692,6 +1708,11 @@ def run_subject(args, spec: str | None, latency_n: int | None, all_cpus: list[in
             res[phase + "_error"] = tb
         finally:
             pin(all_cpus)
+        if before is not None:
+            after = calibrate(args.core)
+            pin(all_cpus)
+            res[phase + "_calibration_ms"] = [1000 * before["cpu_s"], 1000 * after["cpu_s"]]
+            say(f"  core speed around this phase (calibration): {1000 * before['cpu_s']:.0f} → {1000 * after['cpu_s']:.0f} CPU-ms")
 
     run_phase("throughput", phase_throughput, args, sub)
     est = (res.get("throughput") or {}).get("streams_per_core")

@@ -64,9 +64,9 @@ MAX_BATCH_GPU = 512
 
 MAX_BATCH_FRAME_STAGE = 1
 """Most windows per call on the CPU for a model split into a frame and a window stage (:mod:`stream.framestage`).
-Batching buys the stages nothing on the CPU (15.6, 15.5 and 15.8 CPU-ms per window at batches of 1, 2 and 8), while
-the arena each inference worker keeps grows from 68 MiB after batches of one window to 417 MiB after batches of
-eight (benchmarks/README.md)."""
+Batching buys the stages nothing on the CPU (15.6, 15.6 and 15.9 CPU-ms per window at batches of 1, 2 and 8), while
+the memory each inference worker's sessions keep (ONNX Runtime's arena) grows from 94 MiB after batches of one window
+to 443 MiB after batches of eight (``benchmarks/model_stages.py``)."""
 
 
 def max_batch_for(model: GenreModel) -> int:

@@ -18,6 +18,7 @@ recovers end instead of spinning.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Iterator
 
@@ -26,6 +27,16 @@ import numpy as np
 from .base import SourceError, SourceStats, describe_av_error
 
 log = logging.getLogger(__name__)
+
+DECODE_LOCK = threading.Lock()
+"""Held while a packet is decoded, converted and resampled (all CPU, no I/O): one source thread decodes at a time.
+
+Every stream has a source thread, and decoding a packet is a handful of calls into FFmpeg, numpy and soxr, each
+releasing the GIL and taking it back. With tens of threads doing that at once the GIL changes hands at every call
+and decoding cost several times its single-threaded CPU (30 threads: 29 against 5.7 CPU-ms per audio second, and
+fewer audio seconds per second in all than one thread); the event loop waited behind them and a `run` of 40
+streams fell behind (benchmarks/README.md). Taken in turn, a packet costs what it costs alone; one core decodes
+about 150 audio seconds a second, and reading the network stays outside the lock."""
 
 MAX_DEMUX_ERRORS = 32
 """Demuxer errors in a row (no packet read between them) after which reading stops: the demuxer is stuck."""
@@ -308,6 +319,10 @@ class AudioDecoder:
             failed: ``not audio`` if nothing was decoded from this source yet,
             ``decoding failed`` otherwise.
         """
+        with DECODE_LOCK:
+            return list(self._decode_packet(packet))
+
+    def _decode_packet(self, packet) -> Iterator[np.ndarray]:
         if self._codec_name == "flac" and packet.size:
             parts = split_flac_packet(packet)
             if len(parts) > 1:

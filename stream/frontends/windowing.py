@@ -130,21 +130,40 @@ class WindowRMS:
         self._partial = 0  # samples past the last grid point
 
     def push(self, block: np.ndarray) -> None:
-        """Account for the next samples of the stream (mono, any dtype)."""
+        """Account for the next samples of the stream (mono, any dtype).
+
+        A few numpy calls per block, whatever its length: this runs on the event loop, and a
+        call per 256 samples (each releasing and retaking the GIL) made the loop wait behind
+        every decoding thread of the process (benchmarks/README.md, "one process, many
+        decoding sources")."""
         x = np.asarray(block, dtype=np.float64).reshape(-1)
+        n, res = x.shape[0], self.resolution
+        squares = x * x
         pos = 0
-        while pos < x.shape[0]:
-            take = min(self.resolution - self._partial, x.shape[0] - pos)
-            chunk = x[pos : pos + take]
-            self._total += float(np.dot(chunk, chunk))
+        if self._partial:  # complete the grid cell begun by the previous block
+            take = min(res - self._partial, n)
+            self._total += float(squares[:take].sum())
             self._partial += take
-            pos += take
-            if self._partial == self.resolution:
-                if len(self._cumulative) == self._cumulative.maxlen:
-                    self._first_k += 1
-                self._cumulative.append(self._total)
+            pos = take
+            if self._partial == res:
+                self._append([self._total])
                 self._partial = 0
-        self._samples += x.shape[0]
+        cells = (n - pos) // res
+        if cells:
+            sums = np.cumsum(squares[pos : pos + cells * res].reshape(cells, res).sum(axis=1)) + self._total
+            self._append(sums.tolist())
+            self._total = float(sums[-1])
+            pos += cells * res
+        if pos < n:
+            self._total += float(squares[pos:].sum())
+            self._partial = n - pos
+        self._samples += n
+
+    def _append(self, totals: list[float]) -> None:
+        overflow = len(self._cumulative) + len(totals) - self._cumulative.maxlen
+        if overflow > 0:
+            self._first_k += overflow
+        self._cumulative.extend(totals)
 
     def rms(self, end_sample: int) -> float:
         """RMS (linear, full scale 1.0) of the window ending at ``end_sample``, which must be the latest sample pushed

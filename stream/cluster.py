@@ -211,7 +211,6 @@ class ShardWorker:
         self.engine = Engine(model, hop_s=settings.get("hop_s"), realtime=bool(settings.get("realtime")),
                              profile=settings.get("profile") or "radio",
                              feature_processes=int(settings.get("feature_processes") or 0), worker=name,
-                             # the shard's CPUs go to ONNX Runtime's intra-op threads: one call at a time
                              inference_workers=int(settings.get("inference_workers") or 1))
         self.redis = RedisPublisher(redis_url, metrics=self.engine.metrics)
         self.engine.publishers += [self.redis, self.last_event]
@@ -643,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shards", type=int, default=None, metavar="N",
                         help="shard actors (default: the cluster's CPUs divided by --shard-cpus)")
     parser.add_argument("--shard-cpus", type=float, default=1.0,
-                        help="CPUs Ray reserves for each shard (default 1; also its ONNX Runtime threads)")
+                        help="CPUs Ray reserves for each shard (default 1; also its ONNX Runtime calls at once)")
     parser.add_argument("--num-cpus", type=int, default=None,
                         help="local runtime only: CPUs it offers (default: this machine's)")
     parser.add_argument("--model", default=None,
@@ -720,7 +719,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_shards = args.shards or max(1, int(ray.cluster_resources().get("CPU", 1) // args.shard_cpus))
         settings = {
             "model": args.model, "hop_s": args.hop_s, "realtime": args.realtime, "profile": args.profile,
-            "feature_processes": args.feature_processes, "intra_op_threads": max(1, int(args.shard_cpus)),
+            # as `run` does on the CPU: one single-threaded ONNX Runtime call per CPU at once (musicnn's small
+            # convolutions parallelise poorly over intra-op threads)
+            "feature_processes": args.feature_processes, "intra_op_threads": 1,
+            "inference_workers": max(1, int(args.shard_cpus)),
             "log_level": logging.getLogger().getEffectiveLevel(),
         }
         driver = ClusterDriver(args.config, args.redis_url, n_shards, settings, shard_cpus=args.shard_cpus,

@@ -175,6 +175,7 @@ def pool_before_affine(model) -> int:
     inits = {i.name: i for i in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
     users = _consumers(graph)
+    widths = _last_dims(model)  # once: a rewrite leaves the other chains' shapes as they are
 
     def only(tensor: str, op_type: str):
         node = producer.get(tensor)
@@ -194,8 +195,7 @@ def pool_before_affine(model) -> int:
         relu = only(bn.input[0], "Relu") if bn is not None else None
         if bn is None or not all(i in inits for i in bn.input[1:5]):
             continue
-        width = _last_dim(model, pool.input[0])
-        if width != kernel[1]:  # the pool must span the whole frequency axis
+        if widths.get(pool.input[0]) != kernel[1]:  # the pool must span the whole frequency axis
             continue
         gamma, var = (numpy_helper.to_array(inits[i]) for i in (bn.input[1], bn.input[4]))
         negative = (gamma / np.sqrt(var + attribute(bn, "epsilon", 1e-5))) < 0
@@ -242,16 +242,17 @@ def pool_before_affine(model) -> int:
     return rewritten
 
 
-def _last_dim(model, tensor: str) -> int | None:
-    """The static size of a tensor's last axis, by ONNX shape inference (None when unknown)."""
+def _last_dims(model) -> dict[str, int]:
+    """The static size of the last axis of every tensor ONNX shape inference can size, by name."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
+    sizes = {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        if value.name == tensor:
-            dims = value.type.tensor_type.shape.dim
-            return int(dims[-1].dim_value) if dims and dims[-1].HasField("dim_value") else None
-    return None
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[-1].HasField("dim_value"):
+            sizes[value.name] = int(dims[-1].dim_value)
+    return sizes
 
 
 def split_model(model_path: str | Path, check_windows: np.ndarray) -> dict:

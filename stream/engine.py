@@ -75,6 +75,7 @@ def max_batch_for(model: GenreModel) -> int:
         return MAX_BATCH_GPU
     return MAX_BATCH_FRAME_STAGE if getattr(model, "stages", None) is not None else MAX_BATCH
 
+
 MAX_HANDOVER_S = 2.0
 """Longest audio a source thread gathers before handing it to the engine (the first window may be longer)."""
 

@@ -32,11 +32,10 @@ DECODE_LOCK = threading.Lock()
 """Held while a packet is decoded, converted and resampled (all CPU, no I/O): one source thread decodes at a time.
 
 Every stream has a source thread, and decoding a packet is a handful of calls into FFmpeg, numpy and soxr, each
-releasing the GIL and taking it back. With tens of threads doing that at once the GIL changes hands at every call
-and decoding cost several times its single-threaded CPU (30 threads: 29 against 5.7 CPU-ms per audio second, and
-fewer audio seconds per second in all than one thread); the event loop waited behind them and a `run` of 40
-streams fell behind (benchmarks/README.md). Taken in turn, a packet costs what it costs alone; one core decodes
-about 150 audio seconds a second, and reading the network stays outside the lock."""
+releasing the GIL and taking it back. With tens of threads doing that at once the GIL changes hands at every call:
+30 threads decoded 33 audio seconds a second in all at 40.6 CPU-ms each, against 75 at 14.8 with this lock and
+121 at 8.1 for one thread (``benchmarks/decode_threads.py``), and the event loop waited behind them: a `run` of
+40 streams fell behind (benchmarks/README.md). Reading the network stays outside the lock."""
 
 MAX_DEMUX_ERRORS = 32
 """Demuxer errors in a row (no packet read between them) after which reading stops: the demuxer is stuck."""
@@ -302,10 +301,11 @@ class AudioDecoder:
                     raise
                 log.debug("%s: demuxer error, reading on: %s", self.spec, exc)
 
-    def decode(self, packet) -> Iterator[np.ndarray]:
-        """Decode one packet into zero or more mono blocks at ``sample_rate``.
+    def decode(self, packet) -> list[np.ndarray]:
+        """Decode one packet into zero or more mono blocks at ``sample_rate`` (float32, shape (n,)),
+        holding :data:`DECODE_LOCK`.
 
-        A packet that does not decode yields nothing; it is counted in
+        A packet that does not decode gives no block; it is counted in
         ``stats.decode_errors``. A FLAC packet that holds several frames
         (FFmpeg's parser joins a damaged frame to the next ones) is decoded
         frame by frame, so that the damaged frame is all that is lost
